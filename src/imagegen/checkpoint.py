@@ -1,0 +1,233 @@
+"""Checkpoints carry no code: tensors in safetensors, everything else in its JSON metadata.
+
+One file per checkpoint, ``<run>/checkpoints/ckpt-<step>.safetensors``, holding
+
+* tensors ``model/<key>``, ``ema/<key>``, ``optim/<name>/<param index>/<key>``, ``rng/<device>``;
+* metadata ``imagegen`` = JSON with the format version, family, resolved config, data info, step,
+  images seen, elapsed seconds, the batch sampler's position and the optimisers' param groups.
+
+Writes are atomic (temp file, fsync, rename, fsync of the folder), so a crash never leaves a torn
+file. Loading uses ``safetensors`` only: nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from .errors import ImagegenError
+
+FORMAT_VERSION = 1
+_NAME = re.compile(r"ckpt-(\d+)\.safetensors$")
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(data: bytes, path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def atomic_save_tensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict | None = None) -> None:
+    # safetensors refuses shared or non-contiguous storage: give it private contiguous copies
+    flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+    atomic_write_bytes(st_save(flat, metadata=metadata), path)
+
+
+def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    try:
+        data = path.read_bytes()
+        tensors = st_load(data)
+        header_len = int.from_bytes(data[:8], "little")
+        header = json.loads(data[8:8 + header_len])
+        meta = json.loads(header.get("__metadata__", {}).get("imagegen", "null") or "null")
+    except (OSError, SafetensorError, ValueError, json.JSONDecodeError) as e:
+        raise ImagegenError(f"{path} is not a readable imagegen checkpoint ({e}); it may be torn or from "
+                            f"another program: point at another checkpoint or retrain") from None
+    if not isinstance(meta, dict) or meta.get("format") is None:
+        raise ImagegenError(f"{path} is a safetensors file but not an imagegen checkpoint (no 'imagegen' "
+                            f"metadata); only checkpoints written by 'imagegen train' can be loaded")
+    if meta["format"] > FORMAT_VERSION:
+        raise ImagegenError(f"{path} uses checkpoint format {meta['format']}, newer than this imagegen "
+                            f"understands ({FORMAT_VERSION}); upgrade imagegen")
+    return tensors, meta
+
+
+# ---------------------------------------------------------------------------------------------- state dicts
+
+
+def _optim_to_flat(name: str, opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for idx, st in sd["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"optim/{name}/{idx}/{k}"] = v
+            else:
+                scalars.setdefault(str(idx), {})[k] = v
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _optim_from_flat(name: str, tensors: dict, meta: dict) -> dict:
+    state: dict[int, dict] = {}
+    prefix = f"optim/{name}/"
+    for key, v in tensors.items():
+        if key.startswith(prefix):
+            idx, k = key[len(prefix):].split("/", 1)
+            state.setdefault(int(idx), {})[k] = v
+    for idx, d in meta.get("scalars", {}).items():
+        state.setdefault(int(idx), {}).update(d)
+    groups = []
+    for g in meta["param_groups"]:
+        g = dict(g)
+        if isinstance(g.get("betas"), list):
+            g["betas"] = tuple(g["betas"])
+        groups.append(g)
+    return {"state": state, "param_groups": groups}
+
+
+def rng_state() -> dict[str, torch.Tensor]:
+    out = {"rng/cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            out[f"rng/cuda{i}"] = s
+    return out
+
+
+def set_rng_state(tensors: dict[str, torch.Tensor]) -> None:
+    if "rng/cpu" in tensors:
+        torch.set_rng_state(tensors["rng/cpu"])
+    if torch.cuda.is_available():
+        states = [tensors[f"rng/cuda{i}"] for i in range(torch.cuda.device_count()) if f"rng/cuda{i}" in tensors]
+        if len(states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(states)
+
+
+# ---------------------------------------------------------------------------------------------- save/load
+
+
+def save(path: str | Path, *, meta: dict, model: torch.nn.Module, ema: torch.nn.Module | None = None,
+         optimizers: dict[str, torch.optim.Optimizer] | None = None, include_rng: bool = True) -> Path:
+    path = Path(path)
+    tensors = {f"model/{k}": v for k, v in model.state_dict().items()}
+    if ema is not None:
+        tensors.update({f"ema/{k}": v for k, v in ema.state_dict().items()})
+    optim_meta = {}
+    for name, opt in (optimizers or {}).items():
+        t, m = _optim_to_flat(name, opt)
+        tensors.update(t)
+        optim_meta[name] = m
+    if include_rng:
+        tensors.update(rng_state())
+    meta = dict(meta, format=FORMAT_VERSION, optim=optim_meta)
+    atomic_save_tensors(tensors, path, metadata={"imagegen": json.dumps(meta)})
+    return path
+
+
+class Checkpoint:
+    """A loaded checkpoint: ``meta`` (JSON) and ``tensors`` (CPU), with helpers to restore modules."""
+
+    def __init__(self, path: Path, tensors: dict[str, torch.Tensor], meta: dict):
+        self.path, self.tensors, self.meta = path, tensors, meta
+
+    @property
+    def family(self) -> str:
+        return self.meta["family"]
+
+    def section(self, prefix: str) -> dict[str, torch.Tensor]:
+        p = prefix + "/"
+        return {k[len(p):]: v for k, v in self.tensors.items() if k.startswith(p)}
+
+    def has_ema(self) -> bool:
+        return any(k.startswith("ema/") for k in self.tensors)
+
+    def load_module(self, module: torch.nn.Module, prefix: str = "model") -> None:
+        sd = self.section(prefix)
+        own = module.state_dict()
+        missing = [k for k in own if k not in sd]
+        extra = [k for k in sd if k not in own]
+        wrong = [k for k in own if k in sd and tuple(own[k].shape) != tuple(sd[k].shape)]
+        if missing or extra or wrong:
+            detail = (f"missing {missing[:3]}" if missing else f"unexpected {extra[:3]}" if extra else
+                      f"{wrong[0]} is {tuple(sd[wrong[0]].shape)} in the file but "
+                      f"{tuple(own[wrong[0]].shape)} in the model")
+            raise ImagegenError(f"{self.path} does not fit this model ({detail}); its config differs from "
+                                f"the one used now: load it with its own config.json or retrain")
+        module.load_state_dict(sd)
+
+    def load_optimizers(self, optimizers: dict[str, torch.optim.Optimizer]) -> None:
+        for name, opt in optimizers.items():
+            if name not in self.meta.get("optim", {}):
+                raise ImagegenError(f"{self.path} has no state for optimiser '{name}'; resume with the "
+                                    f"same family and config, or start a fresh run")
+            opt.load_state_dict(_optim_from_flat(name, self.tensors, self.meta["optim"][name]))
+
+
+def load(path: str | Path, family: str | None = None) -> Checkpoint:
+    """Load a checkpoint file, or the newest one of a run directory. ``family`` guards against mixing."""
+    path = Path(path)
+    if path.is_dir():
+        found = latest(path)
+        if found is None:
+            raise ImagegenError(f"no checkpoint in {path} (looked for checkpoints/ckpt-*.safetensors); "
+                                f"train first with 'imagegen train ... --out {path}'")
+        path = found
+    elif not path.exists():
+        raise ImagegenError(f"checkpoint {path} does not exist; pass a run directory or a .safetensors file")
+    tensors, meta = _read(path)
+    if family is not None and meta.get("family") != family:
+        raise ImagegenError(f"{path} is a '{meta.get('family')}' checkpoint, not '{family}'; use the matching "
+                            f"family or another --out")
+    return Checkpoint(path, tensors, meta)
+
+
+def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
+    d = Path(run_dir) / "checkpoints"
+    if not d.is_dir():
+        return []
+    found = []
+    for p in d.iterdir():
+        m = _NAME.match(p.name)
+        if m:
+            found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def latest(run_dir: str | Path) -> Path | None:
+    found = list_checkpoints(run_dir)
+    return found[-1][1] if found else None
+
+
+def checkpoint_path(run_dir: str | Path, step: int) -> Path:
+    return Path(run_dir) / "checkpoints" / f"ckpt-{step:08d}.safetensors"
+
+
+def prune(run_dir: str | Path, keep_last: int) -> None:
+    found = list_checkpoints(run_dir)
+    for _, p in found[: max(0, len(found) - max(1, keep_last))]:
+        p.unlink(missing_ok=True)

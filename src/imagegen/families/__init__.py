@@ -1,0 +1,34 @@
+"""The family contract.
+
+A family is one module with a fixed surface; the trainer, CLI, evaluator and demo speak only to it.
+
+Required::
+
+    NAME: str                                     # registry name, e.g. "vae"
+    Config: type                                  # dataclass of every hyperparameter (the ``model.*`` keys)
+    TRAIN_DEFAULTS: dict                          # optional: train.* defaults for this family (lr, betas, ...)
+    def build(cfg, data_info) -> nn.Module        # data_info: imagegen.data.DataInfo
+    def train_step(model, batch, opts, step, accel) -> dict[str, Tensor | float]
+        # ``model`` is what accelerate prepared (maybe DDP-wrapped: call ``model(...)`` for anything
+        # that needs gradients, ``accel.unwrap_model(model)`` for attributes); ``batch`` is a
+        # ``imagegen.data.Batch`` (x: (B, C, H, W) float in [-1, 1], y: (B,) long or None);
+        # ``opts`` is the dict from ``configure_optimizers``. The step calls ``accel.backward(loss)``
+        # and steps/zeroes its own optimisers (a GAN owns two). Return scalars to log; the key
+        # "loss" is checked for NaN/Inf by the trainer.
+    def sample(model, n, labels=None, generator=None, **options) -> Tensor
+        # (n, C, H, W) in [-1, 1]; ``model`` is the unwrapped (EMA) module in eval mode; options are
+        # family specific (sampler, steps, guidance, temperature, truncation) and exposed by the CLI
+        # through ``inspect.signature``.
+
+Optional::
+
+    def configure_optimizers(model, model_cfg, train_cfg) -> dict[str, Optimizer]
+        # default: {"main": AdamW(lr, betas, weight_decay)} (families.base.default_optimizers)
+    def nll(model, x, labels=None, **options) -> Tensor         # (B,) nats per image; bits/dim derived
+    def complete(model, x, mask, labels=None, generator=None, **options) -> Tensor
+        # fill where mask == 0; pixels where mask == 1 are returned unchanged
+    def denoise(model, x, strength, labels=None, generator=None, **options) -> Tensor
+    def interpolate(model, a, b, frames, labels=None, generator=None, **options) -> Tensor
+        # (frames, C, H, W) from a to b; a, b are images (1, C, H, W) in [-1, 1]
+    def reconstruct(model, x, labels=None) -> Tensor
+"""

@@ -1,0 +1,34 @@
+"""Name -> family module. The CLI, the trainer, the tests and the demo all read this table.
+
+A new family is one module under ``imagegen.families`` that follows the contract documented in
+``imagegen/families/__init__.py``, plus one line here.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from .errors import ImagegenError
+
+FAMILIES: dict[str, str] = {
+    "vae": "imagegen.families.vae",
+}
+
+_REQUIRED = ("Config", "build", "train_step", "sample")
+
+
+def get_family(name: str) -> ModuleType:
+    if name not in FAMILIES:
+        raise ImagegenError(f"unknown family '{name}'; available families: {', '.join(FAMILIES)}")
+    module = importlib.import_module(FAMILIES[name])
+    missing = [a for a in _REQUIRED if not hasattr(module, a)]
+    if missing:  # a programming error in the family module, not a user error
+        raise TypeError(f"family module {module.__name__} lacks {', '.join(missing)}")
+    return module
+
+
+def capabilities(name: str) -> list[str]:
+    """Optional contract functions a family offers (nll, complete, denoise, interpolate, ...)."""
+    module = get_family(name)
+    return [f for f in ("nll", "complete", "denoise", "interpolate", "reconstruct") if hasattr(module, f)]

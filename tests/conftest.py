@@ -1,0 +1,24 @@
+"""Shared fixtures: tiny data infos, a CPU accelerator, an isolated cache."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    # never touch the user's ~/.cache/imagegen or a real IMAGEGEN_DATA from a test
+    monkeypatch.setenv("IMAGEGEN_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    monkeypatch.delenv("IMAGEGEN_DATA", raising=False)
+
+
+@pytest.fixture(scope="session")
+def accel():
+    from accelerate import Accelerator
+
+    return Accelerator(cpu=True)
