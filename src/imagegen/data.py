@@ -407,7 +407,7 @@ def _decode(path: Path, size: int, channels: int) -> np.ndarray:
             im = Image.alpha_composite(bg, rgba)
         im = im.convert("L" if channels == 1 else "RGB")
         im = ImageOps.fit(im, (size, size), method=Image.Resampling.BICUBIC)
-        arr = np.asarray(im, dtype=np.uint8)
+        arr = np.array(im, dtype=np.uint8)  # a writable copy
     return arr[None] if channels == 1 else arr.transpose(2, 0, 1)
 
 

@@ -1,0 +1,19 @@
+"""imagegen: train, sample, evaluate and compare GANs, VAEs, autoregressive and diffusion image models.
+
+Python API::
+
+    import imagegen
+    run_dir = imagegen.train("vae", data="digits", steps=200, out="runs/vae-digits")
+    model = imagegen.load(run_dir)
+    x = model.sample(16, seed=0)          # (16, C, H, W) in [-1, 1]
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .api import LoadedModel, load, train  # noqa: E402
+from .data import DATASETS  # noqa: E402
+from .registry import FAMILIES  # noqa: E402
+
+__all__ = ["DATASETS", "FAMILIES", "LoadedModel", "__version__", "load", "train"]

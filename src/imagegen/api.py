@@ -1,0 +1,145 @@
+"""The public Python API: ``train`` a run, ``load`` a checkpoint, and a ``LoadedModel`` wrapper that
+speaks the family contract (sample, nll, complete, denoise, interpolate, reconstruct)."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import torch
+
+from . import checkpoint, config, registry
+from .data import DataInfo
+from .errors import ImagegenError
+
+
+def train(family: str | None = None, *, out: str | Path, preset: str | None = None, data: str | None = None,
+          steps: int | None = None, kimg: float | None = None, budget: str | float | None = None,
+          overrides: dict | list[str] | None = None, fresh: bool = False, progress: bool = True) -> Path:
+    """Train a model; returns the run directory. ``overrides`` is a nested dict or ``["a.b=c", ...]``."""
+    if isinstance(overrides, list):
+        overrides = config.parse_overrides(overrides)
+    ov: dict = {"data": {}, "train": {}}
+    config._deep_update(ov, overrides or {})
+    if data is not None:
+        ov["data"]["name"] = data
+    if steps is not None:
+        ov["train"]["steps"] = steps
+    if kimg is not None:
+        ov["train"]["kimg"] = kimg
+    if budget is not None:
+        ov["train"]["budget_minutes"] = config.parse_budget(budget) if isinstance(budget, str) else float(budget)
+    cfg = config.resolve(family, preset, ov)
+    from .train import train as run_training
+
+    return run_training(cfg, out, fresh=fresh, progress=progress)
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ImagegenError("--device cuda but no CUDA device is visible; use --device cpu")
+    return torch.device(device)
+
+
+class LoadedModel:
+    """A trained model restored from a checkpoint, in eval mode, with the family's operations."""
+
+    def __init__(self, family: str, cfg: config.RunConfig, info: DataInfo, module: torch.nn.Module,
+                 meta: dict, path: Path, device: torch.device):
+        self.family, self.config, self.info, self.module = family, cfg, info, module
+        self.meta, self.path, self.device = meta, path, device
+        self.fam = registry.get_family(family)
+
+    @property
+    def step(self) -> int:
+        return int(self.meta.get("step", 0))
+
+    def __repr__(self) -> str:
+        return f"LoadedModel({self.family}, step {self.step}, {self.info.channels}x{self.info.size}x{self.info.size})"
+
+    def _generator(self, seed: int | None) -> torch.Generator | None:
+        return None if seed is None else torch.Generator(device=self.device).manual_seed(seed)
+
+    def _call(self, fn_name: str, *args, **options):
+        fn = getattr(self.fam, fn_name, None)
+        if fn is None:
+            offered = ", ".join(registry.capabilities(self.family)) or "sampling only"
+            raise ImagegenError(f"the {self.family} family does not support '{fn_name}'; it offers: {offered}")
+        check_options(fn, options, f"{self.family}.{fn_name}")
+        with torch.no_grad() if fn_name != "complete" else _nullcontext():
+            return fn(self.module, *args, **options)
+
+    def sample(self, n: int, labels=None, seed: int | None = 0, batch_size: int = 256, **options) -> torch.Tensor:
+        """``n`` images (n, C, H, W) in [-1, 1] on the CPU; the same seed gives the same images."""
+        from .families.base import check_labels
+
+        y = check_labels(labels, n, self.info.num_classes, self.device)
+        g = self._generator(seed)
+        out = []
+        for start in range(0, n, batch_size):
+            m = min(batch_size, n - start)
+            yb = None if y is None else y[start:start + m]
+            out.append(self._call("sample", m, labels=yb, generator=g, **options).float().cpu())
+        return torch.cat(out)
+
+    def nll(self, x: torch.Tensor, labels=None, batch_size: int = 256, **options) -> torch.Tensor:
+        """Negative log-likelihood in nats per image (or a bound, as the family documents)."""
+        out = []
+        for start in range(0, x.shape[0], batch_size):
+            xb = x[start:start + batch_size].to(self.device)
+            yb = None if labels is None else torch.as_tensor(labels)[start:start + batch_size].to(self.device)
+            out.append(self._call("nll", xb, labels=yb, **options).double().cpu())
+        return torch.cat(out)
+
+    def complete(self, x: torch.Tensor, mask: torch.Tensor, labels=None, seed: int | None = 0, **options):
+        return self._call("complete", x.to(self.device), mask.to(self.device), labels=labels,
+                          generator=self._generator(seed), **options).float().cpu()
+
+    def denoise(self, x: torch.Tensor, strength: float, labels=None, seed: int | None = 0, **options):
+        return self._call("denoise", x.to(self.device), strength, labels=labels,
+                          generator=self._generator(seed), **options).float().cpu()
+
+    def interpolate(self, a, b, frames: int = 8, labels=None, seed: int | None = 0, **options):
+        a = None if a is None else a.to(self.device)
+        b = None if b is None else b.to(self.device)
+        return self._call("interpolate", a, b, frames, labels=labels, generator=self._generator(seed),
+                          **options).float().cpu()
+
+    def reconstruct(self, x: torch.Tensor, labels=None) -> torch.Tensor:
+        return self._call("reconstruct", x.to(self.device), labels=labels).float().cpu()
+
+
+class _nullcontext:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def check_options(fn, options: dict, where: str) -> None:
+    """Reject options a family function does not take, listing the ones it does."""
+    params = inspect.signature(fn).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = [k for k in options if k not in params]
+    if unknown:
+        valid = [k for k, p in params.items() if p.default is not inspect.Parameter.empty
+                 and k not in ("labels", "generator")]
+        raise ImagegenError(f"{where} does not take option '{unknown[0]}'; it takes: {', '.join(valid) or 'none'}")
+
+
+def load(path: str | Path, device: str = "auto", ema: bool = True, family: str | None = None) -> LoadedModel:
+    """Load a run directory (its newest checkpoint) or a checkpoint file. Uses the EMA weights if present."""
+    ck = checkpoint.load(path, family=family)
+    cfg = config.from_saved(ck.meta["config"])
+    info = DataInfo.from_dict(ck.meta["data_info"])
+    fam = registry.get_family(cfg.family)
+    module = fam.build(cfg.model, info)
+    ck.load_module(module, "ema" if ema and ck.has_ema() else "model")
+    dev = pick_device(device)
+    module.to(dev).eval()
+    module.requires_grad_(False)
+    return LoadedModel(cfg.family, cfg, info, module, ck.meta, ck.path, dev)

@@ -1,0 +1,371 @@
+"""The ``imagegen`` command line: thin, it parses options and calls the public API.
+
+A user mistake (``ImagegenError``) is printed as one line, ``error: ...``, with exit status 2.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import typer
+
+from . import config, registry
+from .errors import ImagegenError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Train, sample, evaluate and compare GANs, VAEs, autoregressive and diffusion models.")
+
+
+def _echo(msg: str) -> None:
+    typer.echo(msg)
+
+
+# ---------------------------------------------------------------------------------------------- list / info
+
+
+@app.command("list")
+def list_cmd() -> None:
+    """List families (with what each can do), datasets and presets."""
+    from .data import DATASETS
+
+    _echo("families:")
+    for name in registry.FAMILIES:
+        caps = registry.capabilities(name)
+        _echo(f"  {name:<10} sample{', ' + ', '.join(caps) if caps else ''}")
+    _echo("datasets:")
+    for d in DATASETS:
+        _echo(f"  {d}")
+    _echo("presets:")
+    for p in config.preset_names():
+        fam = config.load_preset(p)["family"]
+        _echo(f"  {p:<24} ({fam})")
+
+
+@app.command("info")
+def info_cmd(run: Path = typer.Argument(..., help="run directory or checkpoint file")) -> None:
+    """Family, config, step, images seen and the latest logged metrics of a run."""
+    from . import checkpoint
+
+    ck = checkpoint.load(run)
+    m = ck.meta
+    _echo(f"run:         {run}")
+    _echo(f"checkpoint:  {ck.path.name}")
+    _echo(f"family:      {m['family']}")
+    _echo(f"data:        {m['data_info']['name']} ({m['data_info']['channels']}x{m['data_info']['size']}x"
+          f"{m['data_info']['size']}, {m['data_info']['num_classes']} classes)")
+    _echo(f"step:        {m['step']}")
+    _echo(f"images seen: {m['images_seen']} ({m['images_seen'] / 1000:.1f} kimg)")
+    _echo(f"train time:  {m.get('elapsed_s', 0):.0f} s")
+    metrics = Path(run) / "metrics.jsonl" if Path(run).is_dir() else None
+    if metrics and metrics.is_file():
+        lines = metrics.read_text().strip().splitlines()
+        if lines:
+            _echo(f"last log:    {lines[-1]}")
+    _echo("config:")
+    _echo(json.dumps(m["config"], indent=2))
+
+
+# ---------------------------------------------------------------------------------------------- train
+
+
+@app.command("train", context_settings={"help_option_names": ["-h", "--help"]})
+def train_cmd(
+    family: str | None = typer.Argument(None, help=f"one of: {', '.join(registry.FAMILIES)}"),
+    preset: str | None = typer.Option(None, help="a named recipe (see 'imagegen list')"),
+    data: str | None = typer.Option(None, help="digits | mnist | fashion-mnist | binarized-mnist | cifar10 | "
+                                                  "folder:PATH"),
+    data_root: str | None = typer.Option(None, help="dataset root (torchvision layout); or $IMAGEGEN_DATA"),
+    image_size: int | None = typer.Option(None, help="resize images to this size"),
+    channels: int | None = typer.Option(None, help="1 (grey) or 3 (RGB)"),
+    steps: int | None = typer.Option(None, help="budget: optimiser steps"),
+    kimg: float | None = typer.Option(None, help="budget: thousands of training images"),
+    budget: str | None = typer.Option(None, help="budget: wall-clock time, e.g. 90s, 5m, 1.5h"),
+    seed: int | None = typer.Option(None, help="random seed"),
+    out: Path | None = typer.Option(None, help="run directory (default runs/<family>-<data>)"),
+    set_: list[str] = typer.Option([], "--set", help="override a config value, e.g. model.latent_dim=16"),
+    resume: bool = typer.Option(True, "--resume/--fresh", help="continue from the run's newest checkpoint "
+                                                               "(default) or start over"),
+    deterministic: bool = typer.Option(False, help="use deterministic algorithms"),
+    dry_run: bool = typer.Option(False, help="print the resolved config and exit"),
+) -> None:
+    """Train a model. Re-running the same --out resumes it."""
+    ov = config.parse_overrides(set_)
+    ov.setdefault("data", {})
+    ov.setdefault("train", {})
+    for key, val in (("name", data), ("root", data_root), ("image_size", image_size), ("channels", channels)):
+        if val is not None:
+            ov["data"][key] = val
+    for key, val in (("steps", steps), ("kimg", kimg), ("seed", seed)):
+        if val is not None:
+            ov["train"][key] = val
+    if budget is not None:
+        ov["train"]["budget_minutes"] = config.parse_budget(budget)
+    if deterministic:
+        ov["train"]["deterministic"] = True
+    cfg = config.resolve(family, preset, ov)
+    if dry_run:
+        _echo(cfg.to_json())
+        return
+    if out is None:
+        out = Path("runs") / f"{cfg.family}-{cfg.data.name.replace('folder:', '').strip('/').replace('/', '_')}"
+    from .train import train as run_training
+
+    run_dir = run_training(cfg, out, fresh=not resume)
+    if os.environ.get("RANK", "0") == "0":  # one line, from the main process of a multi-process run
+        _echo(f"run directory: {run_dir}")
+
+
+# ---------------------------------------------------------------------------------------------- sample & apps
+
+
+def _sample_options(sampler, steps, guidance, temperature, truncation, eta) -> dict:
+    opts = {"sampler": sampler, "steps": steps, "guidance": guidance, "temperature": temperature,
+            "truncation": truncation, "eta": eta}
+    return {k: v for k, v in opts.items() if v is not None}
+
+
+def _parse_labels(labels: str | None):
+    if labels is None:
+        return None
+    try:
+        return [int(v) for v in labels.split(",") if v.strip()]
+    except ValueError:
+        raise ImagegenError(f"--labels takes integers like 3 or 0,1,2, got '{labels}'") from None
+
+
+def _write_images(x, out: Path | None, out_dir: Path | None, nrow: int | None = None) -> None:
+    from .train import save_grid
+
+    if out is None and out_dir is None:
+        raise ImagegenError("say where to write: --out grid.png or --out-dir folder/")
+    if out is not None:
+        save_grid(x, out, nrow=nrow)
+        _echo(f"wrote {out}")
+    if out_dir is not None:
+        from torchvision.utils import save_image
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for i in range(x.shape[0]):
+            save_image((x[i].clamp(-1, 1) + 1) / 2, str(out_dir / f"{i:06d}.png"))
+        _echo(f"wrote {x.shape[0]} images to {out_dir}")
+
+
+SAMPLER = typer.Option(None, help="sampler (family specific, e.g. ddim, dpmpp-2m, cached)")
+STEPS = typer.Option(None, help="sampling steps (family specific)")
+GUIDANCE = typer.Option(None, help="classifier-free guidance scale")
+TEMPERATURE = typer.Option(None, help="sampling temperature")
+TRUNCATION = typer.Option(None, help="truncation (GANs)")
+ETA = typer.Option(None, help="DDIM eta")
+
+
+@app.command("sample")
+def sample_cmd(
+    run: Path = typer.Argument(..., help="run directory or checkpoint file"),
+    n: int = typer.Option(64, help="number of images"),
+    out: Path | None = typer.Option(None, help="one PNG grid"),
+    out_dir: Path | None = typer.Option(None, help="one PNG per image in this folder"),
+    labels: str | None = typer.Option(None, help="class label(s): 3, or one per image 0,1,2,..."),
+    seed: int = typer.Option(0),
+    batch_size: int = typer.Option(256),
+    device: str = typer.Option("auto"),
+    no_ema: bool = typer.Option(False, help="use the raw weights instead of the EMA copy"),
+    sampler: str | None = SAMPLER, steps: int | None = STEPS, guidance: float | None = GUIDANCE,
+    temperature: float | None = TEMPERATURE, truncation: float | None = TRUNCATION,
+    eta: float | None = ETA,
+) -> None:
+    """Draw samples from a trained model."""
+    from .api import load
+
+    model = load(run, device=device, ema=not no_ema)
+    x = model.sample(n, labels=_parse_labels(labels), seed=seed, batch_size=batch_size,
+                     **_sample_options(sampler, steps, guidance, temperature, truncation, eta))
+    _write_images(x, out, out_dir)
+
+
+@app.command("eval-nll")
+def eval_nll_cmd(
+    run: Path = typer.Argument(...),
+    split: str = typer.Option("test"),
+    data_root: str | None = typer.Option(None, help="dataset root, if not the one used for training"),
+    n: int | None = typer.Option(None, help="evaluate only the first N images"),
+    batch_size: int = typer.Option(100),
+    seed: int = typer.Option(0, help="seed of the fixed binarisation (binary data) and of sampling bounds"),
+    device: str = typer.Option("auto"),
+    out: Path | None = typer.Option(None, help="write the result as JSON"),
+) -> None:
+    """Negative log-likelihood on a split, in nats per image and bits per dimension."""
+    from .likelihood import evaluate_nll
+
+    result = evaluate_nll(run, split=split, data_root=data_root, n=n, batch_size=batch_size, seed=seed,
+                          device=device)
+    _echo(f"{result['family']} on {result['dataset']} ({split}, {result['n']} images): "
+          f"{result['nats']:.3f} nats/image, {result['bits_per_dim']:.4f} bits/dim ({result['bound']})")
+    if out is not None:
+        out.write_text(json.dumps(result, indent=2))
+        _echo(f"wrote {out}")
+
+
+def _make_mask(keep: str, info):
+    import torch
+
+    m = torch.zeros(1, 1, info.size, info.size)
+    half = info.size // 2
+    if keep == "top-half":
+        m[..., :half, :] = 1
+    elif keep == "left-half":
+        m[..., :, :half] = 1
+    elif keep == "bottom-half":
+        m[..., half:, :] = 1
+    elif keep == "right-half":
+        m[..., :, half:] = 1
+    else:
+        raise ImagegenError(f"--keep must be top-half, left-half, bottom-half or right-half, got '{keep}'")
+    return m
+
+
+def _complete(run, image, mask, keep, n, out, labels, seed, device, options):
+    import torch
+
+    from .api import load
+    from .data import load_image, load_mask
+
+    model = load(run, device=device)
+    x = load_image(image, model.info)
+    if (mask is None) == (keep is None):
+        raise ImagegenError("give exactly one of --mask MASK.png (white = keep) or --keep top-half|left-half")
+    m = load_mask(mask, model.info) if mask is not None else _make_mask(keep, model.info)
+    xs, ms = x.expand(n, -1, -1, -1).clone(), m.expand(n, -1, -1, -1).clone()
+    filled = model.complete(xs, ms, labels=_parse_labels(labels), seed=seed, **options)
+    masked = x * m + (1 - m) * -1  # the input with the unknown part blacked out, shown first
+    _write_images(torch.cat([x, masked, filled]), out, None, nrow=n + 2)
+
+
+@app.command("inpaint")
+def inpaint_cmd(
+    run: Path = typer.Argument(...),
+    image: Path = typer.Option(..., help="the image to fill"),
+    mask: Path | None = typer.Option(None, help="mask image: white pixels are kept, black ones filled"),
+    keep: str | None = typer.Option(None, help="instead of --mask: top-half | left-half | ..."),
+    n: int = typer.Option(1, help="completions per image"),
+    out: Path = typer.Option(..., help="PNG strip: original, masked input, completions"),
+    labels: str | None = typer.Option(None), seed: int = typer.Option(0), device: str = typer.Option("auto"),
+    sampler: str | None = SAMPLER, steps: int | None = STEPS,
+) -> None:
+    """Fill the masked part of an image (through the family's 'complete')."""
+    _complete(run, image, mask, keep, n, out, labels, seed, device, _sample_options(sampler, steps, None, None,
+                                                                                     None, None))
+
+
+@app.command("complete")
+def complete_cmd(
+    run: Path = typer.Argument(...),
+    image: Path = typer.Option(...),
+    keep: str | None = typer.Option(None, help="top-half | left-half | bottom-half | right-half"),
+    mask: Path | None = typer.Option(None, help="mask image: white pixels are kept"),
+    n: int = typer.Option(8, help="completions per image"),
+    out: Path = typer.Option(...),
+    labels: str | None = typer.Option(None), seed: int = typer.Option(0), device: str = typer.Option("auto"),
+    temperature: float | None = TEMPERATURE, sampler: str | None = SAMPLER, steps: int | None = STEPS,
+) -> None:
+    """Sample several completions of a partly known image (same as inpaint, with --keep shortcuts)."""
+    _complete(run, image, mask, keep, n, out, labels, seed, device,
+              _sample_options(sampler, steps, None, temperature, None, None))
+
+
+@app.command("denoise")
+def denoise_cmd(
+    run: Path = typer.Argument(...),
+    image: Path = typer.Option(...),
+    strength: float = typer.Option(0.4, help="0 keeps the image, 1 ignores it"),
+    n: int = typer.Option(1),
+    out: Path = typer.Option(...),
+    labels: str | None = typer.Option(None), seed: int = typer.Option(0), device: str = typer.Option("auto"),
+    sampler: str | None = SAMPLER, steps: int | None = STEPS,
+) -> None:
+    """Denoise or edit an image (SDEdit-style where the family supports it)."""
+    import torch
+
+    from .api import load
+    from .data import load_image
+
+    model = load(run, device=device)
+    x = load_image(image, model.info)
+    y = model.denoise(x.expand(n, -1, -1, -1).clone(), strength, labels=_parse_labels(labels), seed=seed,
+                      **_sample_options(sampler, steps, None, None, None, None))
+    _write_images(torch.cat([x, y]), out, None, nrow=n + 1)
+
+
+@app.command("interpolate")
+def interpolate_cmd(
+    run: Path = typer.Argument(...),
+    a: Path | None = typer.Option(None, help="first image"),
+    b: Path | None = typer.Option(None, help="second image"),
+    seeds: str | None = typer.Option(None, help="instead of images: two seeds, e.g. 1,2 (GANs, diffusion)"),
+    frames: int = typer.Option(8),
+    out: Path = typer.Option(...),
+    labels: str | None = typer.Option(None), device: str = typer.Option("auto"),
+    sampler: str | None = SAMPLER, steps: int | None = STEPS,
+) -> None:
+    """A strip of images morphing from A to B (or between the samples of two seeds)."""
+    from .api import load
+    from .data import load_image
+
+    model = load(run, device=device)
+    options = _sample_options(sampler, steps, None, None, None, None)
+    if seeds is not None:
+        try:
+            seed_pair = tuple(int(s) for s in seeds.split(","))
+        except ValueError:
+            raise ImagegenError(f"--seeds takes two integers like 1,2, got '{seeds}'") from None
+        if len(seed_pair) != 2:
+            raise ImagegenError(f"--seeds takes exactly two integers like 1,2, got '{seeds}'")
+        options["seeds"] = seed_pair
+        xa = xb = None
+    else:
+        if a is None or b is None:
+            raise ImagegenError("give two images (--a A.png --b B.png) or two seeds (--seeds 1,2)")
+        xa, xb = load_image(a, model.info), load_image(b, model.info)
+    strip = model.interpolate(xa, xb, frames, labels=_parse_labels(labels), **options)
+    _write_images(strip, out, None, nrow=frames)
+
+
+def _register_extensions() -> None:
+    """Command groups that live beside their implementation (e.g. evaluation)."""
+    try:
+        from . import cli_eval
+    except ImportError:
+        return
+    cli_eval.register(app)
+
+
+_register_extensions()
+
+
+def main(argv: list[str] | None = None) -> None:
+    warnings.simplefilter("default")
+    try:
+        app(args=argv, standalone_mode=False)
+    except ImagegenError as e:
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except Exception as e:  # click's usage errors
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()
+

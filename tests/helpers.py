@@ -1,0 +1,69 @@
+"""Writers of tiny datasets in the real on-disk formats (IDX .gz, CIFAR pickle batches, image folders)."""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+
+
+def write_idx(path: Path, array: np.ndarray, gz: bool = True) -> None:
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(struct.pack(">I", d) for d in array.shape)
+    data = header + array.tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if gz:
+        with gzip.open(str(path) + ".gz", "wb") as f:
+            f.write(data)
+    else:
+        path.write_bytes(data)
+
+
+def make_mnist(root: Path, folder: str = "MNIST", n_train: int = 64, n_test: int = 32, gz: bool = True,
+               seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    out = {}
+    for split, n, stem in (("train", n_train, "train"), ("test", n_test, "t10k")):
+        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        labels = rng.integers(0, 10, size=(n,), dtype=np.uint8)
+        write_idx(root / folder / "raw" / f"{stem}-images-idx3-ubyte", images, gz)
+        write_idx(root / folder / "raw" / f"{stem}-labels-idx1-ubyte", labels, gz)
+        out[split] = (images, labels)
+    return out
+
+
+def make_cifar(root: Path, n_per_batch: int = 8, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    d = root / "cifar-10-batches-py"
+    d.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        data = rng.integers(0, 256, size=(n_per_batch, 3 * 32 * 32), dtype=np.uint8)
+        labels = rng.integers(0, 10, size=(n_per_batch,)).tolist()
+        with open(d / name, "wb") as f:
+            pickle.dump({b"batch_label": name.encode(), b"labels": labels, b"data": data,
+                         b"filenames": [b"x.png"] * n_per_batch}, f, protocol=2)
+        out[name] = (data.reshape(-1, 3, 32, 32), labels)
+    return out
+
+
+def make_folder(root: Path, classes=("cat", "dog"), per_class: int = 3, size: int = 20, mode: str = "RGB",
+                seed: int = 0) -> list[Path]:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    files = []
+    for c in classes:
+        (root / c).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            arr = rng.integers(0, 256, size=(size, size + 4, 3), dtype=np.uint8)
+            im = Image.fromarray(arr, "RGB")
+            if mode != "RGB":
+                im = im.convert(mode)
+            p = root / c / f"{i}.png"
+            im.save(p)
+            files.append(p)
+    return files

@@ -1,0 +1,83 @@
+import json
+
+import pytest
+import torch
+
+from imagegen import api, checkpoint, registry
+from imagegen.errors import ImagegenError
+
+TINY = ["model.latent_dim=4", "model.base_channels=8", "model.channel_mult=1,1", "data.limit=96",
+        "train.batch_size=16", "train.log_every=1", "train.sample_every=0", "train.ckpt_every=100"]
+
+
+def _train(out, steps, extra=(), **kw):
+    return api.train("vae", data="digits", steps=steps, out=out, overrides=list(TINY) + list(extra),
+                     progress=False, **kw)
+
+
+def _losses(run):
+    return [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_interrupted_and_resumed_equals_uninterrupted(tmp_path):
+    a = _train(tmp_path / "a", 8)
+    _train(tmp_path / "b", 3)
+    b = _train(tmp_path / "b", 8)  # same --out: continues from step 3
+    assert _losses(a) == _losses(b)
+    ca, cb = checkpoint.load(a), checkpoint.load(b)
+    assert ca.meta["step"] == cb.meta["step"] == 8
+    for key in ca.tensors:
+        if key.startswith(("model/", "ema/", "optim/")):
+            assert torch.equal(ca.tensors[key], cb.tensors[key]), key
+
+
+def test_run_directory_contents_and_budgets(tmp_path):
+    run = _train(tmp_path / "r", 4, extra=["train.sample_every=2", "train.grad_accum_steps=2"])
+    assert json.loads((run / "config.json").read_text())["family"] == "vae"
+    assert (run / "samples" / "step-00000004.png").is_file()
+    assert list((run / "tb").glob("events.out.tfevents.*"))
+    meta = checkpoint.load(run).meta
+    assert meta["step"] == 4 and meta["images_seen"] == 4 * 16 * 2
+    kimg = api.train("vae", data="digits", kimg=0.064, out=tmp_path / "k", overrides=TINY, progress=False)
+    assert checkpoint.load(kimg).meta["step"] == 4
+    timed = api.train("vae", data="digits", budget="1s", out=tmp_path / "t", overrides=TINY, progress=False)
+    assert checkpoint.load(timed).meta["elapsed_s"] >= 1.0
+
+
+def test_resume_with_other_model_config_is_refused(tmp_path):
+    _train(tmp_path / "r", 2)
+    with pytest.raises(ImagegenError, match="model.latent_dim"):
+        _train(tmp_path / "r", 4, extra=["model.latent_dim=5"])
+    fresh = _train(tmp_path / "r", 2, extra=["model.latent_dim=5"], fresh=True)
+    assert checkpoint.load(fresh).meta["config"]["model"]["latent_dim"] == 5
+
+
+def test_no_budget_is_an_error(tmp_path):
+    with pytest.raises(ImagegenError, match="no training budget"):
+        api.train("vae", data="digits", out=tmp_path / "x", overrides=TINY, progress=False)
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.setitem(registry.FAMILIES, "nanfam", "nan_family")
+    with pytest.raises(ImagegenError, match="NaN or Inf") as e:
+        api.train("nanfam", data="digits", steps=20, out=tmp_path / "n", progress=False,
+                  overrides=["train.log_every=1", "train.ckpt_every=2", "train.sample_every=0",
+                             "train.ema_decay=0", "train.grad_clip=0"])
+    assert "ckpt-00000004" in str(e.value)
+    last = checkpoint.load(tmp_path / "n")
+    assert last.meta["step"] == 4
+    assert all(torch.isfinite(t).all() for k, t in last.tensors.items() if k.startswith("model/"))
+
+
+def test_loaded_model_operations(tmp_path):
+    run = _train(tmp_path / "r", 3)
+    m = api.load(run)
+    x = m.sample(6, seed=1)
+    assert x.shape == (6, 1, 16, 16) and torch.equal(x, m.sample(6, seed=1))
+    assert m.nll(x, k=3).shape == (6,)
+    with pytest.raises(ImagegenError, match="does not take option 'guidance'"):
+        m.sample(2, guidance=2.0)
+    with pytest.raises(ImagegenError, match="not class-conditional"):
+        m.sample(2, labels=3)
+    with pytest.raises(ImagegenError, match="does not support 'denoise'"):
+        m.denoise(x[:1], 0.5)
