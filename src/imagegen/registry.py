@@ -13,6 +13,7 @@ from .errors import ImagegenError
 
 FAMILIES: dict[str, str] = {
     "vae": "imagegen.families.vae",
+    "gan": "imagegen.families.gan",
 }
 
 _REQUIRED = ("Config", "build", "train_step", "sample")
