@@ -14,6 +14,7 @@ from .errors import ImagegenError
 FAMILIES: dict[str, str] = {
     "vae": "imagegen.families.vae",
     "gan": "imagegen.families.gan",
+    "pixelcnn": "imagegen.families.pixelcnn",
 }
 
 _REQUIRED = ("Config", "build", "train_step", "sample")
