@@ -543,8 +543,9 @@ def _categorical(logits: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 
 
 def _raster_sample(model: AutoregressiveModel, x: torch.Tensor, known: torch.Tensor | None, y,
-                   generator, temperature: float, sampler: str) -> torch.Tensor:
-    """Fill ``x`` (n, C, H, W) in raster order; where ``known`` (n, C, H, W) bool is true, keep x."""
+                   generator, temperature: float, sampler: str, rows: int | None = None) -> torch.Tensor:
+    """Fill ``x`` (n, C, H, W) in raster order; where ``known`` (n, C, H, W) bool is true, keep x.
+    ``rows`` stops after that many rows (benchmarks time the naive sampler on a few rows)."""
     if sampler not in SAMPLERS:
         raise ImagegenError(f"--sampler must be one of {', '.join(SAMPLERS)}, got '{sampler}'")
     if not temperature > 0:
@@ -558,7 +559,7 @@ def _raster_sample(model: AutoregressiveModel, x: torch.Tensor, known: torch.Ten
         cache = net.init_cache(x.new_zeros(n, height + p, width + 2 * p, c), y, height, width)
     per_channel = model.groups > 1  # a pixel's channels come from separate evaluations
     d = model.randoms_per_pixel()
-    for i in range(height):
+    for i in range(height if rows is None else min(rows, height)):
         for j in range(width):
             k_ij = None if known is None else known[:, :, i, j]  # (n, C)
             if k_ij is not None and bool(k_ij.all()):
