@@ -50,6 +50,7 @@ def main() -> None:
     t0 = time.perf_counter()
     run = imagegen.train("pixelcnn", preset=args.preset, data=data, out=out, budget=args.budget, fresh=True,
                          overrides=[f"data.root={args.data_root}", f"train.seed={args.seed}", "train.kimg=null",
+                                    "train.log_every=10",
                                     *args.overrides])
     train_s = time.perf_counter() - t0
     metrics = Path(run) / "metrics.jsonl"
@@ -68,8 +69,9 @@ def main() -> None:
         f"CPU ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
     row = {
         "preset": args.preset, "data": cfg["data"]["name"], "model": cfg["model"], "budget": args.budget,
-        "train_seconds": round(train_s, 1), "steps": logs[-1]["step"], "kimg": logs[-1]["kimg"],
-        "train_img_per_s_median": sorted(rates)[len(rates) // 2],
+        "train_seconds": round(train_s, 1), "steps": result["step"],
+        "kimg": round((result["images_seen"] or 0) / 1000, 3),
+        "train_img_per_s_median": sorted(rates)[len(rates) // 2] if rates[0] is not None else None,
         "train_bpd_last_logged": logs[-1].get("bpd"),
         "nll_kind": "exact marginal over labels" if opts else "exact", "n_test": result["n"],
         "test_nll_nats": round(result["nats"], 3), "test_nll_sem": round(result["nats_sem"], 3),
