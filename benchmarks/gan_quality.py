@@ -126,6 +126,7 @@ def _throughput_one(recipe: str, args) -> dict:
 
 def quality(args) -> list[dict]:
     """Train every recipe on every dataset for ``--budget``, then FID against the test split."""
+    from imagegen import checkpoint
     from imagegen.api import train as train_run
     from imagegen.evaluate import EvalOptions, evaluate_run
 
@@ -144,16 +145,20 @@ def quality(args) -> list[dict]:
             run = train_run(preset=preset, out=out, budget=args.budget, fresh=True, overrides=items,
                                  progress=not args.quiet)
             train_s = time.perf_counter() - t0
-            logs = [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines()]
-            rates = sorted(r["img_per_s"] for r in logs[1:]) or [logs[-1]["img_per_s"]]
+            meta = checkpoint.load(run).meta
+            log_file = Path(run) / "metrics.jsonl"
+            logs = [json.loads(line) for line in log_file.read_text().splitlines()] if log_file.is_file() else []
+            # median of the logged rates (skipping the first, which holds start-up); without logs (a very
+            # short run) the overall rate, start-up included
+            rates = sorted(r["img_per_s"] for r in logs[1:]) or [round(meta["images_seen"] / meta["elapsed_s"], 1)]
             opts = EvalOptions(metrics=["fid"], n=args.n, ref="test", data_root=args.data_root,
                                inception_weights=args.inception_weights, device=args.device, seed=args.seed,
                                progress=not args.quiet)
             result = evaluate_run(run, opts, sample_options={"truncation": args.truncation} if args.truncation
                                   else None, out=Path(run) / "fid.json")
             row = {"data": tag, "recipe": recipe, "arch": cfg.model.arch, "loss": cfg.model.loss,
-                   "budget": args.budget, "train_s": round(train_s), "steps": logs[-1]["step"],
-                   "kimg": round(logs[-1]["kimg"], 1), "img_per_s": rates[len(rates) // 2],
+                   "budget": args.budget, "train_s": round(train_s), "steps": meta["step"],
+                   "kimg": round(meta["images_seen"] / 1000, 1), "img_per_s": rates[len(rates) // 2],
                    "fid": round(result["summary"]["fid"], 2), "n_gen": args.n, "ref": "test",
                    "truncation": args.truncation or "off", "device": _device_name(args.device),
                    "seed": args.seed, "commit": _commit()}
