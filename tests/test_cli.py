@@ -1,6 +1,7 @@
 """The CLI's commands end to end on the embedded digits set, with a handful of steps."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -61,6 +62,12 @@ def test_eval_nll(trained, tmp_path, capsys):
     assert code == 0 and "bits/dim" in out
     result = json.loads((tmp_path / "nll.json").read_text())
     assert result["n"] == 10 and result["nats"] > 0 and "IWAE" in result["bound"]
+    assert result["conditioning"] == "marginal over uniform labels"
+    code, out, _ = run(["eval-nll", trained, "--n", "10", "--conditional", "--out", tmp_path / "c.json"], capsys)
+    cond = json.loads((tmp_path / "c.json").read_text())
+    assert code == 0 and cond["conditioning"].startswith("-log p(x|y)")
+    # -log (1/K) sum_y p(x|y) <= -log p(x|y_true) + log K (up to the IWAE bounds' sampling noise)
+    assert result["nats"] <= cond["nats"] + math.log(10) + 1.0
 
 
 def test_inpaint_complete_interpolate(trained, tmp_path, capsys):

@@ -41,9 +41,14 @@ def test_train_step_loss_finite_and_parameters_move(name, accel):
     fam, cfg, model, opts = _setup(name)
     before = {k: v.detach().clone() for k, v in model.named_parameters()}
     model.train()
-    logs = fam.train_step(model, _batch(), opts, 0, accel)
-    assert "loss" in logs and torch.isfinite(torch.as_tensor(logs["loss"])).all()
-    changed = [k for k, v in model.named_parameters() if not torch.equal(v, before[k])]
+    # zero-initialised output layers (as in DDPM's UNet) pass no gradient back on the first step, and
+    # each step wakes one more level: allow a few steps for the gradient to reach every layer
+    for step in range(8):
+        logs = fam.train_step(model, _batch(), opts, step, accel)
+        assert "loss" in logs and torch.isfinite(torch.as_tensor(logs["loss"])).all()
+        changed = [k for k, v in model.named_parameters() if not torch.equal(v, before[k])]
+        if len(changed) >= 0.9 * len(before):
+            break
     assert len(changed) >= 0.9 * len(before), f"only {len(changed)}/{len(before)} parameter tensors moved"
 
 

@@ -310,7 +310,7 @@ def test_config_errors_are_user_errors():
 def test_trainer_runs_gan_with_ema(tmp_path):
     """End to end through the shared trainer: two optimisers, BatchNorm buffers in the EMA, a checkpoint."""
     from imagegen import config
-    from imagegen.train import train as run_training
+    from imagegen.trainer import train as run_training
 
     cfg = config.resolve("gan", None, {"model": dict(gan.TEST_CONFIG),
                                        "data": {"name": "digits", "limit": 64},

@@ -52,6 +52,14 @@ def test_resume_with_other_model_config_is_refused(tmp_path):
     assert checkpoint.load(fresh).meta["config"]["model"]["latent_dim"] == 5
 
 
+def test_public_train_stays_callable(tmp_path):
+    import imagegen
+
+    imagegen.train("vae", data="digits", steps=1, out=tmp_path / "a", overrides=TINY, progress=False)
+    assert callable(imagegen.train)  # the trainer module must not shadow the function
+    imagegen.train("vae", data="digits", steps=1, out=tmp_path / "b", overrides=TINY, progress=False)
+
+
 def test_no_budget_is_an_error(tmp_path):
     with pytest.raises(ImagegenError, match="no training budget"):
         api.train("vae", data="digits", out=tmp_path / "x", overrides=TINY, progress=False)

@@ -30,7 +30,7 @@ def train(family: str | None = None, *, out: str | Path, preset: str | None = No
     if budget is not None:
         ov["train"]["budget_minutes"] = config.parse_budget(budget) if isinstance(budget, str) else float(budget)
     cfg = config.resolve(family, preset, ov)
-    from .train import train as run_training
+    from .trainer import train as run_training
 
     return run_training(cfg, out, fresh=fresh, progress=progress)
 

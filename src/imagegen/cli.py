@@ -112,7 +112,7 @@ def train_cmd(
         return
     if out is None:
         out = Path("runs") / f"{cfg.family}-{cfg.data.name.replace('folder:', '').strip('/').replace('/', '_')}"
-    from .train import train as run_training
+    from .trainer import train as run_training
 
     run_dir = run_training(cfg, out, fresh=not resume)
     if os.environ.get("RANK", "0") == "0":  # one line, from the main process of a multi-process run
@@ -138,7 +138,7 @@ def _parse_labels(labels: str | None):
 
 
 def _write_images(x, out: Path | None, out_dir: Path | None, nrow: int | None = None) -> None:
-    from .train import save_grid
+    from .trainer import save_grid
 
     if out is None and out_dir is None:
         raise ImagegenError("say where to write: --out grid.png or --out-dir folder/")
@@ -195,15 +195,18 @@ def eval_nll_cmd(
     batch_size: int = typer.Option(100),
     seed: int = typer.Option(0, help="seed of the fixed binarisation (binary data) and of sampling bounds"),
     device: str = typer.Option("auto"),
+    conditional: bool = typer.Option(False, help="class-conditional models: report -log p(x|y) with the true "
+                                                 "labels instead of the marginal -log p(x)"),
     out: Path | None = typer.Option(None, help="write the result as JSON"),
 ) -> None:
     """Negative log-likelihood on a split, in nats per image and bits per dimension."""
     from .likelihood import evaluate_nll
 
     result = evaluate_nll(run, split=split, data_root=data_root, n=n, batch_size=batch_size, seed=seed,
-                          device=device)
+                          device=device, conditional=conditional)
     _echo(f"{result['family']} on {result['dataset']} ({split}, {result['n']} images): "
-          f"{result['nats']:.3f} nats/image, {result['bits_per_dim']:.4f} bits/dim ({result['bound']})")
+          f"{result['nats']:.3f} nats/image, {result['bits_per_dim']:.4f} bits/dim ({result['bound']}; "
+          f"conditioning: {result['conditioning']})")
     if out is not None:
         out.write_text(json.dumps(result, indent=2))
         _echo(f"wrote {out}")

@@ -18,7 +18,7 @@ def main() -> int:
     from .config import DataConfig
     from .data import load_dataset
     from .errors import ImagegenError
-    from .train import save_grid
+    from .trainer import save_grid
 
     budget = os.environ.get("IMAGEGEN_DEMO_BUDGET", "90s")
     out = Path(os.environ.get("IMAGEGEN_DEMO_OUT", "runs/demo-vae-digits"))
