@@ -1,0 +1,159 @@
+"""Evaluation commands: ``eval``, ``eval-folder``, ``ref-stats``, ``train-classifier``.
+
+``imagegen.cli`` calls :func:`register` on its typer app. Commands stay thin: they parse options and call
+``imagegen.evaluate``; user mistakes raise ImagegenError, which the CLI prints as one line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from .evaluate import FEATURES, METRIC_HELP, METRICS
+
+_METRICS_HELP = "comma list of: " + "; ".join(f"{k} ({v})" for k, v in METRIC_HELP.items())
+_FEATURES_HELP = f"feature networks for fid/kid/pr/dc, comma list of: {', '.join(FEATURES)}"
+_INCEPTION_HELP = ("local Inception TorchScript file (offline machines; default: $IMAGEGEN_INCEPTION, the cache, "
+                   "else clean-fid's download)")
+
+
+def _options(**kw):
+    from .evaluate import EvalOptions
+
+    return EvalOptions(**{k: v for k, v in kw.items() if v is not None})
+
+
+def _report(result: dict, out: Path | None) -> None:
+    from .evaluate import format_summary
+
+    typer.echo(format_summary(result))
+    if out is not None:
+        typer.echo(f"wrote {out}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the evaluation commands to ``app``."""
+
+    @app.command("eval")
+    def eval_cmd(
+        run: Path = typer.Argument(..., help="run directory or checkpoint file"),
+        metrics: str = typer.Option("fid,kid,pr,dc", help=_METRICS_HELP),
+        n: int = typer.Option(10000, help="generated images (nll: evaluate the first N reference images)"),
+        ref: str = typer.Option("test", help="reference split: train or test"),
+        n_ref: int | None = typer.Option(None, help="reference images (default: min(N, split size))"),
+        features: str = typer.Option("inception", help=_FEATURES_HELP),
+        out: Path | None = typer.Option(None, help="write the result, with its protocol, as JSON"),
+        seed: int = typer.Option(0, help="sampling seed"),
+        batch_size: int = typer.Option(128, help="images per sampling / feature batch"),
+        data_root: str | None = typer.Option(None, help="dataset root, if not the one used for training"),
+        inception_weights: str | None = typer.Option(None, help=_INCEPTION_HELP),
+        classifier_weights: str | None = typer.Option(None, help="classifier safetensors (default: packaged)"),
+        device: str = typer.Option("auto", help="auto | cpu | cuda"),
+        kid_subsets: int = typer.Option(100), kid_subset_size: int = typer.Option(1000),
+        cas_epochs: int = typer.Option(3, help="epochs of each CAS / augmentation classifier"),
+        aug_real: int = typer.Option(1000, help="real images in the augmentation comparison"),
+        refresh_cache: bool = typer.Option(False, help="recompute cached reference features"),
+        sampler: str | None = typer.Option(None, help="sampler (family specific, e.g. ddim)"),
+        steps: int | None = typer.Option(None, help="sampling steps (family specific)"),
+        guidance: float | None = typer.Option(None, help="classifier-free guidance scale"),
+        temperature: float | None = typer.Option(None, help="sampling temperature"),
+        truncation: float | None = typer.Option(None, help="truncation (GANs)"),
+        eta: float | None = typer.Option(None, help="DDIM eta"),
+    ) -> None:
+        """Generate N samples from a run and score them against a reference split (FID, KID, PR, ...)."""
+        from .evaluate import evaluate_run, parse_list
+
+        opts = _options(metrics=parse_list(metrics, METRICS, "metric"), n=n, ref=ref, n_ref=n_ref,
+                        features=parse_list(features, FEATURES, "feature network"), batch_size=batch_size,
+                        seed=seed, data_root=data_root, inception_weights=inception_weights,
+                        classifier_weights=classifier_weights, device=device, kid_subsets=kid_subsets,
+                        kid_subset_size=kid_subset_size, cas_epochs=cas_epochs, aug_real=aug_real,
+                        refresh_cache=refresh_cache)
+        sample_options = {k: v for k, v in dict(sampler=sampler, steps=steps, guidance=guidance,
+                                                temperature=temperature, truncation=truncation, eta=eta).items()
+                          if v is not None}
+        result = evaluate_run(run, opts, sample_options, out)
+        _report(result, out)
+
+    @app.command("eval-folder")
+    def eval_folder_cmd(
+        folder: Path = typer.Argument(..., help="folder of generated images (class sub-folders give labels)"),
+        data: str = typer.Option(..., help="reference dataset: mnist, fashion-mnist, cifar10, ..."),
+        ref: str = typer.Option("test", help="reference split: train or test"),
+        metrics: str = typer.Option("fid,kid,pr,dc", help=_METRICS_HELP),
+        n: int = typer.Option(0, help="use only the first N images (0: all)"),
+        n_ref: int | None = typer.Option(None, help="reference images (default: min(N, split size))"),
+        features: str = typer.Option("inception", help=_FEATURES_HELP),
+        out: Path | None = typer.Option(None, help="write the result, with its protocol, as JSON"),
+        batch_size: int = typer.Option(128),
+        data_root: str | None = typer.Option(None, help="dataset root (default $IMAGEGEN_DATA or the cache)"),
+        inception_weights: str | None = typer.Option(None, help=_INCEPTION_HELP),
+        classifier_weights: str | None = typer.Option(None, help="classifier safetensors (default: packaged)"),
+        device: str = typer.Option("auto"),
+        kid_subsets: int = typer.Option(100), kid_subset_size: int = typer.Option(1000),
+        cas_epochs: int = typer.Option(3), aug_real: int = typer.Option(1000),
+        seed: int = typer.Option(0, help="seed of KID subsets and CAS training"),
+        refresh_cache: bool = typer.Option(False, help="recompute cached reference features"),
+    ) -> None:
+        """Score any folder of generated images against a dataset split."""
+        from .evaluate import evaluate_folder, parse_list
+
+        opts = _options(metrics=parse_list(metrics, METRICS, "metric"), n=n, ref=ref, n_ref=n_ref,
+                        features=parse_list(features, FEATURES, "feature network"), batch_size=batch_size,
+                        data_root=data_root, inception_weights=inception_weights,
+                        classifier_weights=classifier_weights, device=device, kid_subsets=kid_subsets,
+                        kid_subset_size=kid_subset_size, cas_epochs=cas_epochs, aug_real=aug_real, seed=seed,
+                        refresh_cache=refresh_cache)
+        result = evaluate_folder(folder, data, opts, out)
+        _report(result, out)
+
+    @app.command("ref-stats")
+    def ref_stats_cmd(
+        data: str = typer.Option(..., help="dataset: mnist, fashion-mnist, cifar10, digits, folder:PATH"),
+        split: str = typer.Option("train", help="train or test"),
+        n: int | None = typer.Option(None, help="a seeded random subset of N images (default: all)"),
+        features: str = typer.Option("inception", help=_FEATURES_HELP),
+        image_size: int | None = typer.Option(None, help="resize the data first (match your model's size)"),
+        channels: int | None = typer.Option(None, help="1 or 3 (match your model's channels)"),
+        data_root: str | None = typer.Option(None, help="dataset root (default $IMAGEGEN_DATA or the cache)"),
+        inception_weights: str | None = typer.Option(None, help=_INCEPTION_HELP),
+        classifier_weights: str | None = typer.Option(None, help="classifier safetensors (default: packaged)"),
+        batch_size: int = typer.Option(128),
+        device: str = typer.Option("auto"),
+        refresh: bool = typer.Option(False, help="recompute even if cached"),
+    ) -> None:
+        """Compute and cache a split's reference features and statistics (eval reuses them)."""
+        from .evaluate import reference_stats
+
+        opts = _options(data_root=data_root, inception_weights=inception_weights,
+                        classifier_weights=classifier_weights, batch_size=batch_size, device=device,
+                        refresh_cache=refresh)
+        for row in reference_stats(data, split, n, features, opts, image_size, channels):
+            state = "already cached" if row["cached"] else f"computed in {row['seconds']} s"
+            typer.echo(f"{row['dataset']} {row['split']} n={row['n']} {row['feature_net']} "
+                       f"(sha256 {row['feature_net_sha256'][:12]}): {state} -> {row['cache']}")
+
+    @app.command("train-classifier")
+    def train_classifier_cmd(
+        data: str = typer.Option(..., help="mnist or fashion-mnist"),
+        data_root: str | None = typer.Option(None, help="dataset root (default $IMAGEGEN_DATA or the cache)"),
+        epochs: int | None = typer.Option(None, help="default: 3 (mnist), 4 (fashion-mnist)"),
+        batch_size: int = typer.Option(128),
+        lr: float = typer.Option(2e-3, help="peak learning rate (one-cycle)"),
+        seed: int = typer.Option(0),
+        out: Path | None = typer.Option(None, help="weights file (default: the packaged "
+                                                   "imagegen/weights/<data>-classifier.safetensors)"),
+        device: str = typer.Option("auto"),
+    ) -> None:
+        """Train the dataset classifier used by cfd, cscore, cacc and --features classifier."""
+        from .api import pick_device
+        from .metrics.classifier import default_train_config, train_classifier
+
+        cfg = default_train_config(data)
+        cfg.batch_size, cfg.lr, cfg.seed = batch_size, lr, seed
+        if epochs is not None:
+            cfg.epochs = epochs
+        meta = train_classifier(data, data_root, out, cfg, device=pick_device(device))
+        typer.echo(f"{data} classifier: test accuracy {meta['test_accuracy']:.4f} after {cfg.epochs} epochs "
+                   f"({meta['train_seconds']} s) -> {meta['path']}")

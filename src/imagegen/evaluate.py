@@ -1,0 +1,540 @@
+"""High-level evaluation: what ``imagegen eval``, ``eval-folder``, ``ref-stats`` and ``train-classifier`` call.
+
+Every path meets in :func:`evaluate_images`: generated uint8 images (+ requested labels) against a named
+reference split, with the metric's protocol written next to every number. The result is a dict (and a
+JSON file)::
+
+    {"summary": {"fid": 3.1, "kid": 0.0021, ...},                 # the numbers, flat, for scripts
+     "metrics": {"fid": {"value": 3.1, "protocol": {...}}, ...},    # each number with its full protocol
+     "protocol": {...}}                                             # the fields every metric shares
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import platform
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .errors import ImagegenError
+
+METRICS = ("fid", "kid", "pr", "dc", "cfd", "cscore", "cacc", "cas", "nll")
+METRIC_HELP = {
+    "fid": "Frechet distance in --features space (Inception by default)",
+    "kid": "kernel (MMD^2) distance, unbiased, cubic kernel; mean and std over subsets",
+    "pr": "precision and recall, k=3 (Kynkaanniemi et al. 2019)",
+    "dc": "density and coverage, k=5 (Naeem et al. 2020)",
+    "cfd": "Frechet distance in the dataset classifier's features (MNIST / Fashion-MNIST)",
+    "cscore": "classifier score: the Inception Score formula with the dataset classifier",
+    "cacc": "class-conditional models: how often the classifier sees the requested class",
+    "cas": "Classification Accuracy Score + augmentation gain (class-conditional models)",
+    "nll": "negative log-likelihood of the reference split, nats/image and bits/dim",
+}
+FEATURES = ("inception", "classifier")
+GENERATIVE = {"fid", "kid", "pr", "dc", "cfd", "cscore", "cacc", "cas"}
+
+
+@dataclass
+class EvalOptions:
+    metrics: list[str] = field(default_factory=lambda: ["fid", "kid", "pr", "dc"])
+    n: int = 10000  # generated images
+    ref: str = "test"  # reference split
+    n_ref: int | None = None  # reference images; None: min(n, size of the split)
+    features: list[str] = field(default_factory=lambda: ["inception"])  # for fid, kid, pr, dc
+    batch_size: int = 128
+    seed: int = 0
+    ref_seed: int = 0  # which random subset of the split when n_ref is smaller than it
+    data_root: str | None = None
+    inception_weights: str | None = None
+    classifier_weights: str | None = None
+    device: str = "auto"
+    kid_subsets: int = 100
+    kid_subset_size: int = 1000
+    cas_epochs: int = 3
+    aug_real: int = 1000
+    refresh_cache: bool = False
+    progress: bool = True
+
+
+# ---------------------------------------------------------------------------------------------- parsing
+
+
+def parse_list(text: str | list[str] | None, valid: tuple[str, ...], what: str) -> list[str]:
+    if text is None:
+        return []
+    items = text if isinstance(text, list) else [t.strip().lower() for t in text.split(",") if t.strip()]
+    bad = [t for t in items if t not in valid]
+    if bad:
+        raise ImagegenError(f"unknown {what} '{bad[0]}'; choose from: {', '.join(valid)}")
+    return list(dict.fromkeys(items))
+
+
+# ---------------------------------------------------------------------------------------------- provenance
+
+
+def _git_commit() -> dict:
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                                timeout=10)
+        if commit.returncode != 0:
+            return {"git_commit": None}
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=10)
+        return {"git_commit": commit.stdout.strip(), "git_dirty": bool(dirty.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return {"git_commit": None}
+
+
+def software_protocol(device: torch.device) -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    from . import __version__
+
+    try:
+        cleanfid_version = version("clean-fid")
+    except PackageNotFoundError:
+        cleanfid_version = None
+    dev = str(device)
+    if device.type == "cuda":
+        dev += f" ({torch.cuda.get_device_name(device)})"
+    return {"imagegen_version": __version__, **_git_commit(), "torch": torch.__version__,
+            "clean_fid": cleanfid_version, "python": platform.python_version(), "device": dev}
+
+
+def _sha256_tensor(t: torch.Tensor) -> str:
+    return hashlib.sha256(t.contiguous().cpu().numpy().tobytes()).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------- reference data
+
+
+def load_reference(dataset: str, split: str, n: int | None, data_root: str | None, image_size: int | None,
+                   channels: int | None, seed: int = 0, base_cfg=None):
+    """The reference split shaped like the generated images: (uint8 images, labels, info, description)."""
+    from .config import DataConfig, replace
+    from .data import load_dataset
+
+    cfg = DataConfig(name=dataset) if base_cfg is None else replace(base_cfg, limit=None, split=split)
+    cfg = replace(cfg, name=dataset, image_size=image_size, channels=channels,
+                  root=data_root if data_root is not None else cfg.root)
+    ds = load_dataset(cfg, split)
+    desc: dict = {}
+    if ds.binarize:  # dynamically binarised data: one fixed, seeded binarisation is the reference
+        ds = ds.fixed_binarization(seed)
+        desc["binarization_seed"] = seed
+    total = len(ds)
+    if n is None or n >= total:
+        if n is not None and n > total:
+            raise ImagegenError(f"asked for {n} reference images but {dataset} '{split}' has {total}; "
+                                f"lower --n-ref (or --n)")
+        idx = torch.arange(total)
+        desc["ref_subset"] = "all"
+    else:
+        g = torch.Generator().manual_seed(seed)
+        idx = torch.randperm(total, generator=g)[:n].sort().values
+        desc["ref_subset"] = f"random {n} of {total}, seed {seed}"
+    images = ds.images[idx]
+    labels = None if ds.labels is None else ds.labels[idx]
+    return images, labels, ds.info, desc
+
+
+def feature_net(kind: str, dataset: str, opts: EvalOptions, device: torch.device):
+    if kind == "inception":
+        from .metrics.fid import InceptionFeatures
+
+        return InceptionFeatures(opts.inception_weights, device=device)
+    from .metrics.classifier import load_classifier
+
+    return load_classifier(dataset, opts.classifier_weights, device=device)
+
+
+def reference_features(net, dataset: str, split: str, ref_u8: torch.Tensor, ref_desc: dict, opts: EvalOptions,
+                       ) -> tuple[torch.Tensor, object, object, dict]:
+    """Features of the reference images, cached per (dataset, split, n, network hash, protocol)."""
+    from .metrics.fid import cached_reference
+
+    fields = {"format": 1, "dataset": dataset, "split": split, "n": int(ref_u8.shape[0]),
+              "image_size": int(ref_u8.shape[-1]), "channels": int(ref_u8.shape[1]),
+              "images_sha256": _sha256_tensor(ref_u8), "quantisation": "uint8", **ref_desc, **net.protocol()}
+    feats, mu, sigma, path, hit = cached_reference(
+        fields, lambda: net.features(ref_u8, opts.batch_size, desc=f"reference {split} ({net.name})",
+                                     progress=opts.progress), refresh=opts.refresh_cache)
+    return feats, mu, sigma, {"ref_cache": str(path), "ref_cache_hit": hit}
+
+
+# ---------------------------------------------------------------------------------------------- core
+
+
+def _suffix(kind: str) -> str:
+    return "" if kind == "inception" else "_clf"
+
+
+def evaluate_images(gen_u8: torch.Tensor, gen_labels: torch.Tensor | None, dataset: str, opts: EvalOptions,
+                    extra_protocol: dict | None = None, base_data_cfg=None) -> dict:
+    """Compare generated uint8 images (N, C, H, W) with the reference split; every generative metric."""
+    from .api import pick_device
+    from .metrics import fid as fidm
+    from .metrics import prdc
+
+    metrics = [m for m in opts.metrics if m in GENERATIVE]
+    device = pick_device(opts.device)
+    n_gen = int(gen_u8.shape[0])
+    if n_gen < 2:
+        raise ImagegenError(f"need at least 2 generated images, got {n_gen}")
+    n_ref = opts.n_ref
+    ref_u8, ref_labels, ref_info, ref_desc = load_reference(
+        dataset, opts.ref, n_ref, opts.data_root, int(gen_u8.shape[-1]), int(gen_u8.shape[1]), opts.ref_seed,
+        base_data_cfg) if n_ref is not None else _default_reference(gen_u8, dataset, opts, base_data_cfg)
+    common = {"dataset": dataset, "ref_split": opts.ref, "n_gen": n_gen, "n_ref": int(ref_u8.shape[0]),
+              **ref_desc, "image_size": int(gen_u8.shape[-1]), "channels": int(gen_u8.shape[1]),
+              "quantisation": "generated: imagegen.data.to_uint8 (round half up); real: stored uint8",
+              "grey_to_rgb": "repeat to 3 channels (Inception only)", **(extra_protocol or {}),
+              **software_protocol(device)}
+    out_metrics: dict = {}
+    summary: dict = {}
+
+    def record(key: str, value, proto: dict, **extra):
+        out_metrics[key] = {"value": value, **extra, "protocol": dict(common, **proto)}
+        summary[key] = value
+        for k, v in extra.items():
+            summary[f"{key}_{k}"] = v
+
+    kinds = list(opts.features) if any(m in metrics for m in ("fid", "kid", "pr", "dc")) else []
+    if "cfd" in metrics and "classifier" not in kinds:
+        kinds.append("classifier")
+    for kind in kinds:
+        t0 = time.time()
+        net = feature_net(kind, dataset, opts, device)
+        ref_f, mu_r, sigma_r, cache_info = reference_features(net, dataset, opts.ref, ref_u8, ref_desc, opts)
+        gen_f = net.features(gen_u8, opts.batch_size, desc=f"generated ({net.name})", progress=opts.progress)
+        proto = dict(net.protocol(), **cache_info, feature_seconds=round(time.time() - t0, 1))
+        sfx = _suffix(kind)
+        mu_g, sigma_g = fidm.feature_stats(gen_f)
+        want_fid = "fid" in metrics or (kind == "classifier" and "cfd" in metrics)
+        if want_fid:
+            record("fid" + sfx, fidm.frechet_distance(mu_g, sigma_g, mu_r, sigma_r), proto)
+        if "kid" in metrics:
+            mean, std = fidm.kid(gen_f, ref_f, opts.kid_subsets, opts.kid_subset_size, opts.seed)
+            m = min(opts.kid_subset_size, gen_f.shape[0], ref_f.shape[0])
+            record("kid" + sfx, mean, dict(proto, kid_subsets=opts.kid_subsets, kid_subset_size=m,
+                                           kid_kernel="(x.y/d + 1)^3", kid_estimator="unbiased"), std=std)
+        dev_f = device if device.type == "cuda" else None
+        if "pr" in metrics:
+            p, r = prdc.precision_recall(_to(ref_f, dev_f), _to(gen_f, dev_f), prdc.PR_K)
+            record("precision" + sfx, p, dict(proto, k=prdc.PR_K))
+            record("recall" + sfx, r, dict(proto, k=prdc.PR_K))
+        if "dc" in metrics:
+            d, c = prdc.density_coverage(_to(ref_f, dev_f), _to(gen_f, dev_f), prdc.DC_K)
+            record("density" + sfx, d, dict(proto, k=prdc.DC_K))
+            record("coverage" + sfx, c, dict(proto, k=prdc.DC_K))
+
+    if "cscore" in metrics or "cacc" in metrics:
+        from .metrics.classifier import class_accuracy, classifier_score
+
+        net = feature_net("classifier", dataset, opts, device)
+        _, logits = net.features_and_logits(gen_u8, progress=opts.progress)
+        proto = net.protocol()
+        if "cscore" in metrics:
+            _, real_logits = net.features_and_logits(ref_u8)
+            record("classifier_score", classifier_score(logits), proto,
+                   real=classifier_score(real_logits))
+        if "cacc" in metrics:
+            if gen_labels is None:
+                raise ImagegenError("cacc needs the requested labels: evaluate a class-conditional model, or a "
+                                    "folder with one sub-folder per class")
+            record("class_accuracy", class_accuracy(logits, gen_labels), proto)
+
+    if "cas" in metrics:
+        _run_cas(gen_u8, gen_labels, dataset, opts, device, record, base_data_cfg)
+    return {"summary": summary, "metrics": out_metrics, "protocol": common}
+
+
+def _to(t: torch.Tensor, device):
+    return t if device is None else t.to(device)
+
+
+def _default_reference(gen_u8, dataset, opts, base_data_cfg):
+    """n_ref = min(n_gen, split size): equal set sizes, the usual 'FID-10k against the 10k test set'."""
+    images, labels, info, desc = load_reference(dataset, opts.ref, None, opts.data_root, int(gen_u8.shape[-1]),
+                                                int(gen_u8.shape[1]), opts.ref_seed, base_data_cfg)
+    n = min(int(gen_u8.shape[0]), images.shape[0])
+    if n < images.shape[0]:
+        g = torch.Generator().manual_seed(opts.ref_seed)
+        idx = torch.randperm(images.shape[0], generator=g)[:n].sort().values
+        desc = dict(desc, ref_subset=f"random {n} of {images.shape[0]}, seed {opts.ref_seed}")
+        images, labels = images[idx], None if labels is None else labels[idx]
+    return images, labels, info, desc
+
+
+def _run_cas(gen_u8, gen_labels, dataset, opts, device, record, base_data_cfg):
+    from .metrics.cas import augmentation_gain, classification_accuracy_score
+    from .metrics.classifier import ClassifierTrainConfig, classifier_dataset
+
+    if gen_labels is None:
+        raise ImagegenError("cas needs labelled samples: evaluate a class-conditional model, or a folder with "
+                            "one sub-folder per class")
+    classifier_dataset(dataset)  # CAS uses the dataset SmallCNN: MNIST-like data only
+    train_u8, train_y, info, _ = load_reference(dataset, "train", None, opts.data_root, None, None,
+                                                opts.ref_seed, base_data_cfg)
+    test_u8, test_y, _, _ = load_reference(dataset, "test", None, opts.data_root, None, None, opts.ref_seed,
+                                           base_data_cfg)
+    cfg = ClassifierTrainConfig(epochs=opts.cas_epochs, hflip=dataset == "fashion-mnist", seed=opts.seed)
+    proto = {"cas_classifier": "SmallCNN from scratch", "cas_epochs": opts.cas_epochs, "cas_test_split": "test",
+             "cas_test_images": int(test_u8.shape[0])}
+    res = classification_accuracy_score(gen_u8, gen_labels, train_u8, train_y, test_u8, test_y,
+                                        info.num_classes, cfg, device, opts.seed, opts.progress)
+    record("cas", res["cas"], proto, real_baseline=res["cas_real_baseline"], ratio=res["cas_ratio"])
+    aug = augmentation_gain(gen_u8, gen_labels, train_u8, train_y, test_u8, test_y, info.num_classes,
+                            opts.aug_real, cfg, device, opts.seed, opts.progress)
+    record("aug_gain", aug["aug_gain"], dict(proto, aug_real_images=aug["aug_real_images"],
+                                             aug_generated_images=aug["aug_generated_images"],
+                                             aug_steps=aug["aug_steps"]),
+           real_only=aug["aug_real_only"], real_plus_generated=aug["aug_real_plus_generated"])
+
+
+# ---------------------------------------------------------------------------------------------- generating
+
+
+def balanced_labels(n: int, num_classes: int) -> torch.Tensor:
+    """0, 1, ..., K-1, 0, 1, ...: every class equally often (up to one)."""
+    return torch.arange(n) % num_classes
+
+
+def generate_uint8(model, n: int, labels: torch.Tensor | None, seed: int, batch_size: int, options: dict,
+                   progress: bool = True) -> torch.Tensor:
+    """Sample ``n`` images in chunks of ``batch_size`` (chunk k uses seed ``seed * 1000003 + k``) and quantise
+    each chunk with to_uint8 at once, so only uint8 images are held."""
+    from .data import to_uint8
+
+    out = []
+    bar = tqdm(total=n, desc="generating", unit="img", disable=not progress)
+    for k, start in enumerate(range(0, n, batch_size)):
+        m = min(batch_size, n - start)
+        yb = None if labels is None else labels[start:start + m]
+        x = model.sample(m, labels=yb, seed=seed * 1_000_003 + k, batch_size=m, **options)
+        if x.shape[0] != m:
+            raise ValueError(f"sample returned {x.shape[0]} images for {m}")
+        out.append(to_uint8(x.cpu()))
+        bar.update(m)
+    bar.close()
+    return torch.cat(out)
+
+
+def _sample_options_protocol(model, options: dict) -> dict:
+    """The sampling options actually in force: the family's defaults overlaid with the user's."""
+    fam = getattr(model, "fam", None)
+    resolved = {}
+    if fam is not None and hasattr(fam, "sample"):
+        for name, p in inspect.signature(fam.sample).parameters.items():
+            if name in ("model", "n", "labels", "generator") or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+                continue
+            if p.default is not inspect.Parameter.empty:
+                resolved[name] = p.default
+    resolved.update(options)
+    return {k: (v if isinstance(v, (int, float, str, bool, type(None))) else str(v)) for k, v in resolved.items()}
+
+
+def evaluate_run(path: str | Path, opts: EvalOptions, sample_options: dict | None = None,
+                 out: str | Path | None = None) -> dict:
+    """Load a run (its newest checkpoint) or checkpoint file, generate, and evaluate."""
+    from . import load
+    from .api import check_options
+
+    sample_options = dict(sample_options or {})
+    metrics = parse_list(opts.metrics, METRICS, "metric")
+    if not metrics:
+        raise ImagegenError(f"no metrics requested; pass --metrics with some of: {', '.join(METRICS)}")
+    opts.metrics = metrics
+    opts.features = parse_list(opts.features, FEATURES, "feature network") or ["inception"]
+    model = load(path, device=opts.device)
+    dataset = model.config.data.name
+    if dataset.startswith("folder:") and any(m in metrics for m in ("cfd", "cscore", "cacc", "cas")):
+        raise ImagegenError("classifier metrics (cfd, cscore, cacc, cas) need mnist, fashion-mnist or "
+                            "binarized-mnist; this run was trained on a folder")
+    if hasattr(model, "fam") and sample_options:
+        check_options(model.fam.sample, sample_options, f"{model.family}.sample")
+    base_cfg = model.config.data
+    if opts.data_root is None:
+        opts.data_root = base_cfg.root
+    run_proto = {"run": str(path), "checkpoint": str(getattr(model, "path", path)), "checkpoint_step": model.step,
+                 "family": model.family, "sample_options": _sample_options_protocol(model, sample_options)}
+    for k in ("sampler", "steps", "guidance", "temperature", "truncation", "eta"):
+        if k in run_proto["sample_options"]:
+            run_proto[k] = run_proto["sample_options"][k]
+
+    result = {"summary": {}, "metrics": {}, "protocol": {}}
+    if any(m in GENERATIVE for m in metrics):
+        cond = bool(getattr(model.config.model, "class_cond", False)) and model.info.num_classes > 0
+        labels = balanced_labels(opts.n, model.info.num_classes) if cond else None
+        if not cond and any(m in metrics for m in ("cacc", "cas")):
+            raise ImagegenError("cacc and cas need a class-conditional model (train with "
+                                "--set model.class_cond=true); drop them from --metrics")
+        t0 = time.time()
+        gen = generate_uint8(model, opts.n, labels, opts.seed, opts.batch_size, sample_options, opts.progress)
+        gen_seconds = time.time() - t0
+        run_proto.update(seed=opts.seed, seed_scheme=f"chunk k of {opts.batch_size} images uses seed "
+                                                     f"seed*1000003+k", labels="balanced (i mod K)" if cond
+                         else None, generation_seconds=round(gen_seconds, 1))
+        result = evaluate_images(gen, labels, dataset, opts, run_proto, base_cfg)
+    if "nll" in metrics:
+        _run_nll(model, dataset, opts, run_proto, result, base_cfg)
+    if out is not None:
+        write_result(result, out)
+    return result
+
+
+def _run_nll(model, dataset, opts, run_proto, result, base_cfg):
+    from . import registry
+    from .api import pick_device
+    from .metrics.nll import evaluate_nll
+
+    if "nll" not in registry.capabilities(model.family):
+        raise ImagegenError(f"the {model.family} family has no likelihood; 'nll' works for families that "
+                            f"offer it ({', '.join(f for f in registry.FAMILIES if _has_nll(f))})")
+    # the first min(n, split size) images of the split (as 'imagegen eval-nll' does); --n-ref wins over --n
+    images, labels, info, desc = load_reference(dataset, opts.ref, None, opts.data_root, model.info.size,
+                                                model.info.channels, opts.ref_seed, base_cfg)
+    n = min(opts.n_ref or opts.n, images.shape[0])
+    if n < images.shape[0]:
+        desc = dict(desc, ref_subset=f"first {n} of {images.shape[0]}")
+        images, labels = images[:n], None if labels is None else labels[:n]
+    cond = bool(getattr(model.config.model, "class_cond", False)) and model.info.num_classes > 0
+    res = evaluate_nll(lambda x, y: model.nll(x, labels=y if cond else None, batch_size=opts.batch_size),
+                       images, labels, model.info.num_dims, opts.batch_size, opts.progress)
+    device = pick_device(opts.device)
+    proto = dict({"dataset": dataset, "ref_split": opts.ref, "n_ref": res["n"], **desc,
+                  "num_dims": model.info.num_dims, "bits": model.info.bits,
+                  "nll_kind": getattr(getattr(model, "fam", None), "NLL_KIND", "as the family documents"),
+                  "unit": "nats per image; bits/dim = nats / (D ln 2)"}, **run_proto, **software_protocol(device))
+    for key, sem_key in (("nll_nats", "nll_nats_sem"), ("bits_per_dim", "bits_per_dim_sem")):
+        result["metrics"][key] = {"value": res[key], "sem": res[sem_key], "protocol": proto}
+        result["summary"][key] = res[key]
+        result["summary"][f"{key}_sem"] = res[sem_key]
+    if not result["protocol"]:
+        result["protocol"] = proto
+
+
+def _has_nll(name: str) -> bool:
+    from . import registry
+
+    try:
+        return "nll" in registry.capabilities(name)
+    except Exception:  # a family that fails to import is not worth a crash here
+        return False
+
+
+# ---------------------------------------------------------------------------------------------- folders
+
+
+def _folder_labels(class_names: tuple[str, ...], dataset_classes: tuple[str, ...]) -> list[int] | None:
+    """Map a folder's class sub-folder names to the dataset's class indices ('3' or 'Trouser' style)."""
+    mapping = []
+    lower = [c.lower() for c in dataset_classes]
+    for name in class_names:
+        if name.isdigit() and int(name) < max(1, len(dataset_classes)):
+            mapping.append(int(name))
+        elif name.lower() in lower:
+            mapping.append(lower.index(name.lower()))
+        else:
+            return None
+    return mapping
+
+
+def evaluate_folder(folder: str | Path, dataset: str, opts: EvalOptions, out: str | Path | None = None) -> dict:
+    """Evaluate any folder of generated images (class sub-folders give labels for cacc/cas)."""
+    from .data import load_folder
+
+    metrics = parse_list(opts.metrics, METRICS, "metric")
+    if "nll" in metrics:
+        raise ImagegenError("nll needs a model, not a folder of images; use 'imagegen eval RUN --metrics nll'")
+    if not metrics:
+        raise ImagegenError(f"no metrics requested; pass --metrics with some of: {', '.join(METRICS)}")
+    opts.metrics = metrics
+    opts.features = parse_list(opts.features, FEATURES, "feature network") or ["inception"]
+    folder = Path(folder).expanduser()
+    ds = load_folder(folder, "__no_split__", None, None)
+    images, labels = ds.images, ds.labels
+    if opts.n and opts.n < images.shape[0]:
+        images = images[: opts.n]
+        labels = None if labels is None else labels[: opts.n]
+    if labels is not None:
+        _, _, ref_info, _ = load_reference(dataset, opts.ref, 1, opts.data_root, None, None)
+        mapping = _folder_labels(ds.info.class_names, ref_info.class_names)
+        if mapping is None:
+            if any(m in metrics for m in ("cacc", "cas")):
+                raise ImagegenError(f"the sub-folders of {folder} ({', '.join(ds.info.class_names[:5])}...) are not "
+                                    f"{dataset} classes; name them 0..9 or after the classes")
+            labels = None
+        else:
+            labels = torch.tensor(mapping)[labels]
+    proto = {"generated_from": f"folder {folder.resolve()}", "folder_images": int(images.shape[0]),
+             "labels": "from class sub-folders" if labels is not None else None}
+    result = evaluate_images(images, labels, dataset, opts, proto)
+    if out is not None:
+        write_result(result, out)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------- commands
+
+
+def reference_stats(dataset: str, split: str = "train", n: int | None = None, features: str | list[str] = "inception",
+                    opts: EvalOptions | None = None, image_size: int | None = None, channels: int | None = None
+                    ) -> list[dict]:
+    """Compute and cache the reference features/statistics of a split (what ``ref-stats`` runs)."""
+    from .api import pick_device
+
+    opts = opts or EvalOptions()
+    kinds = parse_list(features, FEATURES, "feature network") or ["inception"]
+    device = pick_device(opts.device)
+    images, _, _, desc = load_reference(dataset, split, n, opts.data_root, image_size, channels, opts.ref_seed)
+    rows = []
+    for kind in kinds:
+        net = feature_net(kind, dataset, opts, device)
+        t0 = time.time()
+        feats, mu, sigma, info = reference_features(net, dataset, split, images, desc, opts)
+        rows.append({"dataset": dataset, "split": split, "n": int(feats.shape[0]), "feature_net": net.name,
+                     "feature_net_sha256": net.sha256, "cache": info["ref_cache"], "cached": info["ref_cache_hit"],
+                     "seconds": round(time.time() - t0, 1)})
+    return rows
+
+
+def write_result(result: dict, out: str | Path) -> Path:
+    from .checkpoint import atomic_write_bytes
+
+    out = Path(out)
+    atomic_write_bytes((json.dumps(result, indent=2, default=_json_default) + "\n").encode(), out)
+    return out
+
+
+def _json_default(o):
+    if isinstance(o, (torch.Tensor,)):
+        return o.tolist()
+    if hasattr(o, "item"):
+        return o.item()
+    return str(o)
+
+
+def format_summary(result: dict) -> str:
+    """A small aligned table of the summary numbers for the terminal."""
+    rows = [(k, v) for k, v in result["summary"].items()]
+    if not rows:
+        return "(no metrics)"
+    width = max(len(k) for k, _ in rows)
+    lines = []
+    for k, v in rows:
+        text = f"{v:.6g}" if isinstance(v, float) else str(v)
+        lines.append(f"{k:<{width}}  {text}")
+    return "\n".join(lines)
+
+
+__all__ = ["FEATURES", "METRICS", "EvalOptions", "evaluate_folder", "evaluate_images", "evaluate_run",
+           "format_summary", "generate_uint8", "reference_stats", "write_result"]

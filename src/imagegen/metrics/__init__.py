@@ -1,0 +1,15 @@
+"""Evaluation metrics, each standalone and pinned by tests against an independent computation.
+
+* ``fid``: Inception features (clean-fid protocol), float64 statistics, FID, KID, the reference cache.
+* ``prdc``: precision/recall (k=3) and density/coverage (k=5) in any feature space.
+* ``classifier``: the small MNIST / Fashion-MNIST CNN (feature space, classifier score, class accuracy).
+* ``cas``: Classification Accuracy Score and augmentation gain.
+* ``nll``: nats per image and bits per dimension through a family's ``nll``.
+
+``imagegen.evaluate`` puts them together with a recorded protocol.
+"""
+
+from .fid import feature_stats, fid_from_features, frechet_distance, kid
+from .prdc import density_coverage, precision_recall
+
+__all__ = ["density_coverage", "feature_stats", "fid_from_features", "frechet_distance", "kid", "precision_recall"]

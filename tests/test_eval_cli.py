@@ -1,0 +1,161 @@
+"""The evaluation commands end to end on the embedded digits set, with a tiny stand-in feature network
+(Inception on a CPU is far too slow for a unit test; its own pipeline is pinned in test_metrics.py)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from imagegen import evaluate
+from imagegen.cli import main
+from imagegen.config import DataConfig
+from imagegen.data import load_dataset
+from imagegen.metrics.fid import FeatureNet
+
+
+class TinyNet(FeatureNet):
+    """A seeded random feature net (avg-pool to 4x4, random projection, ReLU)."""
+
+    sha256, dim, resizer = "tiny-sha", 16, "avg-pool 4x4"
+
+    def __init__(self, seed=0):
+        self.w = torch.randn(48, self.dim, generator=torch.Generator().manual_seed(seed)) / 7
+
+    def _forward(self, u8):
+        x = u8.float() / 127.5 - 1
+        x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+        return torch.relu(torch.nn.functional.adaptive_avg_pool2d(x, 4).flatten(1) @ self.w)
+
+TINY = ["--set", "model.latent_dim=4", "--set", "model.base_channels=8", "--set", "model.channel_mult=1,1",
+        "--set", "train.batch_size=16", "--set", "data.limit=64", "--set", "model.nll_samples=4"]
+
+
+def run(argv, capsys):
+    try:
+        main([str(a) for a in argv])
+        code = 0
+    except SystemExit as e:
+        code = e.code or 0
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture(autouse=True)
+def tiny_features(monkeypatch):
+    built = []
+
+    def fake(kind, dataset, opts, device):
+        built.append(kind)
+        net = TinyNet(seed=0 if kind == "inception" else 1)
+        net.name = f"tiny-{kind}"
+        return net
+
+    monkeypatch.setattr(evaluate, "feature_net", fake)
+    return built
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("evalrun") / "run"
+    main(["train", "vae", "--data", "digits", "--steps", "3", "--out", str(out), *TINY,
+          "--set", "model.class_cond=true", "--set", "train.log_every=1"])
+    return out
+
+
+PROTOCOL_FIELDS = ("dataset", "ref_split", "n_gen", "n_ref", "feature_net", "feature_net_sha256", "resizer",
+                   "imagegen_version", "git_commit", "torch", "device")
+
+
+def test_eval_run_writes_every_number_with_its_protocol(trained, tmp_path, capsys):
+    out = tmp_path / "eval.json"
+    code, stdout, err = run(["eval", trained, "--metrics", "fid,kid,pr,dc,nll", "--n", 40, "--ref", "test",
+                             "--kid-subsets", 4, "--out", out, "--device", "cpu", "--batch-size", 16], capsys)
+    assert code == 0, err
+    res = json.loads(out.read_text())
+    for key in ("fid", "kid", "precision", "recall", "density", "coverage"):
+        assert key in res["summary"] and np.isfinite(res["summary"][key])
+        proto = res["metrics"][key]["protocol"]
+        for f in PROTOCOL_FIELDS:
+            assert f in proto, (key, f)
+        assert proto["n_gen"] == 40 and proto["n_ref"] == 40 and proto["dataset"] == "digits"
+        assert proto["family"] == "vae" and proto["checkpoint_step"] == 3 and proto["seed"] == 0
+        assert proto["labels"] == "balanced (i mod K)"  # the run is class-conditional
+    assert res["metrics"]["kid"]["protocol"]["kid_subset_size"] == 40
+    assert res["summary"]["kid_std"] >= 0
+    assert res["summary"]["bits_per_dim"] > 0 and res["metrics"]["bits_per_dim"]["protocol"]["n_ref"] == 40
+    assert "fid" in stdout and f"wrote {out}" in stdout
+    # the second evaluation reuses the cached reference features
+    run(["eval", trained, "--metrics", "fid", "--n", 40, "--out", out, "--device", "cpu"], capsys)
+    assert json.loads(out.read_text())["metrics"]["fid"]["protocol"]["ref_cache_hit"] is True
+
+
+def test_fid_of_the_reference_split_against_itself_is_zero():
+    test = load_dataset(DataConfig(name="digits"), "test")
+    opts = evaluate.EvalOptions(metrics=["fid", "pr"], features=["inception", "classifier"], progress=False,
+                                device="cpu")
+    res = evaluate.evaluate_images(test.images, test.labels, "digits", opts)
+    assert res["summary"]["fid"] == pytest.approx(0, abs=1e-6)
+    assert res["summary"]["fid_clf"] == pytest.approx(0, abs=1e-6)
+    assert res["summary"]["precision"] == 1.0 and res["summary"]["recall"] == 1.0
+    # different n_ref -> another reference subset -> a cache miss, and a non-zero FID
+    opts.n_ref = 100
+    res2 = evaluate.evaluate_images(test.images, test.labels, "digits", opts)
+    assert res2["metrics"]["fid"]["protocol"]["ref_cache_hit"] is False
+    assert res2["metrics"]["fid"]["protocol"]["ref_subset"].startswith("random 100 of")
+    assert res2["summary"]["fid"] > 0
+
+
+def test_eval_folder_with_class_subfolders(tmp_path, capsys):
+    test = load_dataset(DataConfig(name="digits"), "test")
+    for i in range(60):
+        d = tmp_path / "gen" / str(int(test.labels[i]))
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(test.images[i, 0].numpy(), "L").save(d / f"{i:03d}.png")
+    out = tmp_path / "f.json"
+    code, _, err = run(["eval-folder", tmp_path / "gen", "--data", "digits", "--metrics", "fid,kid",
+                        "--kid-subsets", 2, "--out", out, "--device", "cpu"], capsys)
+    assert code == 0, err
+    res = json.loads(out.read_text())
+    assert res["protocol"]["n_gen"] == 60 and res["protocol"]["labels"] == "from class sub-folders"
+    assert res["summary"]["fid"] >= 0
+
+
+def test_ref_stats_caches(capsys):
+    code, out1, err = run(["ref-stats", "--data", "digits", "--split", "test", "--n", 50, "--device", "cpu"], capsys)
+    assert code == 0, err and "computed" in out1
+    code, out2, _ = run(["ref-stats", "--data", "digits", "--split", "test", "--n", 50, "--device", "cpu"], capsys)
+    assert "already cached" in out2
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["eval-folder", "/nonexistent", "--data", "digits"], "does not exist"),
+    (["eval-folder", ".", "--data", "digits", "--metrics", "fid,bogus"], "unknown metric 'bogus'"),
+    (["eval-folder", ".", "--data", "digits", "--metrics", "nll"], "nll needs a model"),
+    (["eval-folder", ".", "--data", "digits", "--features", "vgg"], "unknown feature network 'vgg'"),
+    (["train-classifier", "--data", "cifar10"], "supports mnist and fashion-mnist"),
+])
+def test_eval_errors_are_one_line(argv, needle, capsys):
+    code, _, err = run(argv, capsys)
+    assert code == 2
+    lines = [line for line in err.strip().splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in err
+
+
+def test_cacc_on_unconditional_run_is_a_clear_error(tmp_path, capsys):
+    out = tmp_path / "run"
+    main(["train", "vae", "--data", "digits", "--steps", "1", "--out", str(out), *TINY])
+    code, _, err = run(["eval", out, "--metrics", "fid,cacc", "--n", 20, "--device", "cpu"], capsys)
+    assert code == 2 and "class-conditional" in err
+
+
+def test_generate_uint8_is_reproducible_and_quantised(trained):
+    from imagegen import load
+
+    model = load(trained, device="cpu")
+    a = evaluate.generate_uint8(model, 10, evaluate.balanced_labels(10, 10), 0, 4, {}, progress=False)
+    b = evaluate.generate_uint8(model, 10, evaluate.balanced_labels(10, 10), 0, 4, {}, progress=False)
+    assert a.dtype == torch.uint8 and a.shape == (10, 1, 16, 16) and torch.equal(a, b)

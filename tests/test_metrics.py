@@ -1,0 +1,345 @@
+"""Metrics pinned against independent computations: scipy, clean-fid, brute-force numpy, exact values."""
+
+from __future__ import annotations
+
+import math
+import os
+import urllib.error
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+from PIL import Image
+
+from imagegen.errors import ImagegenError
+from imagegen.metrics import cas as casm
+from imagegen.metrics import classifier as clf
+from imagegen.metrics import fid as fidm
+from imagegen.metrics import nll as nllm
+from imagegen.metrics import prdc
+
+SHARED_INCEPTION = Path("/work/shared/weights/inception-2015-12-05-features.pt")
+SHARED_DATA = Path("/work/shared/data")
+
+
+def gauss(n, d, seed, shift=0.0, scale=1.0):
+    g = np.random.default_rng(seed)
+    return g.normal(size=(n, d)) * scale + shift
+
+
+class TinyNet(fidm.FeatureNet):
+    """A seeded random feature net (avg-pool to 4x4, random projection, ReLU) for fast tests."""
+
+    name, sha256, dim, resizer = "tiny", "tiny-sha", 16, "avg-pool 4x4"
+
+    def __init__(self, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        self.w = torch.randn(48, self.dim, generator=g) / 7
+
+    def _forward(self, u8):
+        x = u8.float() / 127.5 - 1
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        return torch.relu(torch.nn.functional.adaptive_avg_pool2d(x, 4).flatten(1) @ self.w)
+
+
+# ---------------------------------------------------------------------------------------------- FID
+
+
+def test_fid_of_a_set_with_itself_is_zero_and_fid_is_symmetric():
+    a, b = gauss(400, 12, 0), gauss(300, 12, 1, shift=0.3, scale=1.2)
+    assert abs(fidm.fid_from_features(a, a)) < 1e-9
+    assert fidm.fid_from_features(a, b) == pytest.approx(fidm.fid_from_features(b, a), rel=1e-10)
+    assert fidm.fid_from_features(a, b) > 0.5
+
+
+def test_fid_equals_independent_scipy_sqrtm_computation():
+    a, b = gauss(500, 10, 2), gauss(400, 10, 3, shift=0.5, scale=0.8)
+    mu1, mu2 = a.mean(0), b.mean(0)
+    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    covmean = scipy.linalg.sqrtm(s1 @ s2).real
+    expected = ((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean)
+    assert fidm.fid_from_features(a, b) == pytest.approx(expected, rel=1e-8)
+    # closed form for diagonal Gaussians: |dmu|^2 + sum (sqrt(s1) - sqrt(s2))^2
+    d1, d2 = np.array([1.0, 4.0, 9.0]), np.array([4.0, 1.0, 9.0])
+    got = fidm.frechet_distance(np.zeros(3), np.diag(d1), np.ones(3), np.diag(d2))
+    assert got == pytest.approx(3 + ((np.sqrt(d1) - np.sqrt(d2)) ** 2).sum(), abs=1e-12)
+
+
+def test_fid_matches_clean_fid_on_features_including_singular_covariances():
+    from cleanfid.fid import fid_from_feats
+
+    for n, d in ((300, 20), (30, 48)):  # the second has N < D: singular covariances
+        a, b = gauss(n, d, 4).astype(np.float32), gauss(n, d, 5, shift=0.2).astype(np.float32)
+        assert fidm.fid_from_features(a, b) == pytest.approx(fid_from_feats(a, b), abs=1e-3)
+
+
+def test_pipeline_matches_clean_fid_on_image_folders(tmp_path):
+    """Same PNG images, same (tiny) network: our uint8 -> clean resize -> (x-128)/128 path equals clean-fid's
+    folder pipeline, grey images included, and so does the FID."""
+    from cleanfid.fid import fid_from_feats, get_folder_features
+
+    g = torch.Generator().manual_seed(0)
+    proj = torch.randn(3 * 8 * 8, 6, generator=g) / 5  # 6-d: 10 images give full-rank covariances
+
+    class TinyNormalised(torch.nn.Module):  # stands in for Inception: normalised 299x299 in, features out
+        def forward(self, x):
+            return torch.nn.functional.adaptive_avg_pool2d(x, 8).flatten(1) @ proj
+
+    ours = fidm.InceptionFeatures.__new__(fidm.InceptionFeatures)
+    ours.net, ours._layers, ours.device, ours.path = TinyNormalised(), None, torch.device("cpu"), "tiny"
+    ours.dim = 6
+    sets = []
+    for k, (shape, mode) in enumerate((((10, 1, 12, 12), "L"), ((10, 3, 12, 12), "RGB"))):
+        u8 = torch.randint(0, 256, shape, generator=g, dtype=torch.uint8)
+        folder = tmp_path / f"set{k}"
+        folder.mkdir()
+        for i, img in enumerate(u8):
+            arr = img[0].numpy() if mode == "L" else img.permute(1, 2, 0).numpy()
+            Image.fromarray(arr, mode).save(folder / f"{i:03d}.png")
+        theirs = get_folder_features(str(folder), model=lambda x: TinyNormalised()((x - 128) / 128),
+                                     num_workers=0, batch_size=4, device=torch.device("cpu"), mode="clean",
+                                     verbose=False)
+        mine = ours.features(u8, batch_size=3, progress=False).numpy()
+        np.testing.assert_allclose(mine, theirs, rtol=1e-4, atol=1e-5)
+        sets.append((mine, theirs))
+    assert fidm.fid_from_features(sets[0][0], sets[1][0]) == pytest.approx(fid_from_feats(sets[0][1], sets[1][1]),
+                                                                           abs=1e-3)
+
+
+# ---------------------------------------------------------------------------------------------- KID
+
+
+def test_kid_matches_clean_fid_when_the_subset_is_the_whole_set():
+    from cleanfid.fid import kernel_distance
+
+    a, b = gauss(60, 8, 6), gauss(60, 8, 7, shift=0.4)
+    mean, std = fidm.kid(a, b, subsets=3, subset_size=1000)
+    assert std == pytest.approx(0, abs=1e-12)  # every subset is a permutation of the full sets
+    assert mean == pytest.approx(kernel_distance(a, b, num_subsets=1), rel=1e-6)
+
+
+def test_kid_is_unbiased_on_two_samples_of_one_gaussian():
+    # the unbiased MMD^2 averages to 0 over independent small samples; the biased one would sit near
+    # 2 (E k(x,x) - E k(x,y)) / m > 0
+    vals = [fidm.kid(gauss(40, 6, 100 + i), gauss(40, 6, 500 + i), subsets=1)[0] for i in range(150)]
+    mean, se = np.mean(vals), np.std(vals) / math.sqrt(len(vals))
+    assert abs(mean) < 3 * se
+    shifted = fidm.kid(gauss(200, 6, 1), gauss(200, 6, 2, shift=1.0), subsets=5, subset_size=100)[0]
+    assert shifted > 20 * se
+
+
+# ---------------------------------------------------------------------------------------------- PR / DC
+
+
+def _brute_prdc(real, fake, k):
+    d_rr = np.linalg.norm(real[:, None] - real[None], axis=2)
+    d_ff = np.linalg.norm(fake[:, None] - fake[None], axis=2)
+    d_rf = np.linalg.norm(real[:, None] - fake[None], axis=2)  # (N, M)
+    r_real = np.sort(d_rr, axis=1)[:, k]  # column 0 is the point itself
+    r_fake = np.sort(d_ff, axis=1)[:, k]
+    precision = (d_rf <= r_real[:, None]).any(0).mean()
+    recall = (d_rf <= r_fake[None, :]).any(1).mean()
+    density = (d_rf <= r_real[:, None]).sum(0).mean() / k
+    coverage = (d_rf.min(1) <= r_real).mean()
+    return precision, recall, density, coverage
+
+
+def test_precision_recall_density_coverage_equal_brute_force():
+    real = gauss(150, 5, 8).astype(np.float32)
+    fake = gauss(120, 5, 9, shift=0.5, scale=0.7).astype(np.float32)
+    p, r = prdc.precision_recall(real, fake, k=3)
+    d, c = prdc.density_coverage(real, fake, k=5)
+    bp, br, _, _ = _brute_prdc(real, fake, 3)
+    _, _, bd, bc = _brute_prdc(real, fake, 5)
+    assert (p, r) == pytest.approx((bp, br), abs=1e-6)
+    assert (d, c) == pytest.approx((bd, bc), abs=1e-6)
+    assert 0 < p < 1 and 0 < r < 1
+
+
+def test_precision_recall_of_a_set_against_itself_are_one_and_disjoint_sets_zero():
+    a = gauss(200, 8, 10)
+    assert prdc.precision_recall(a, a) == (1.0, 1.0)
+    assert prdc.density_coverage(a, a)[1] == 1.0
+    far = gauss(200, 8, 11, shift=100.0)
+    assert prdc.precision_recall(a, far) == (0.0, 0.0)
+    assert prdc.density_coverage(a, far) == (0.0, 0.0)
+
+
+# ---------------------------------------------------------------------------------------------- cache
+
+
+FIELDS = {"format": 1, "dataset": "mnist", "split": "test", "n": 100, "feature_net": "tiny",
+          "feature_net_sha256": "abc", "resizer": "r", "image_size": 28, "channels": 1}
+
+
+def test_reference_cache_hits_on_equal_fields_and_misses_when_any_field_changes():
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return torch.from_numpy(gauss(30, 4, len(calls))).float()
+
+    f1, mu1, _, path, hit = fidm.cached_reference(FIELDS, compute)
+    assert not hit and path.is_file() and len(calls) == 1
+    f2, mu2, _, _, hit = fidm.cached_reference(dict(FIELDS), compute)
+    assert hit and len(calls) == 1 and torch.equal(f1, f2) and np.array_equal(mu1, mu2)
+    keys = {fidm.cache_key(FIELDS)}
+    for field, new in (("dataset", "fashion-mnist"), ("split", "train"), ("n", 101),
+                       ("feature_net_sha256", "abd"), ("resizer", "other"), ("image_size", 32)):
+        changed = dict(FIELDS, **{field: new})
+        keys.add(fidm.cache_key(changed))
+        before = len(calls)
+        _, _, _, _, hit = fidm.cached_reference(changed, compute)
+        assert not hit and len(calls) == before + 1, field
+    assert len(keys) == 7
+    # a refresh recomputes even when cached
+    _, _, _, _, hit = fidm.cached_reference(FIELDS, compute, refresh=True)
+    assert not hit
+
+
+def test_torn_cache_file_is_recomputed():
+    path = fidm.reference_cache_path(FIELDS)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"not a safetensors file")
+    _, _, _, _, hit = fidm.cached_reference(FIELDS, lambda: torch.randn(10, 4))
+    assert not hit
+
+
+# ---------------------------------------------------------------------------------------------- Inception weights
+
+
+def test_missing_inception_network_offline_is_one_clear_error(monkeypatch):
+    monkeypatch.delenv("IMAGEGEN_INCEPTION", raising=False)
+
+    def offline(target):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(fidm, "_download_inception", offline)
+    with pytest.raises(ImagegenError) as e:
+        fidm.resolve_inception_weights(None)
+    msg = str(e.value)
+    assert "--inception-weights" in msg and "IMAGEGEN_INCEPTION" in msg and "\n" not in msg
+    with pytest.raises(ImagegenError, match="not a file"):
+        fidm.resolve_inception_weights("/nonexistent/inception.pt")
+    monkeypatch.setenv("IMAGEGEN_INCEPTION", "/nonexistent/x.pt")
+    with pytest.raises(ImagegenError, match="IMAGEGEN_INCEPTION"):
+        fidm.resolve_inception_weights(None)
+
+
+def test_real_inception_features_are_finite_2048(monkeypatch):
+    path = os.environ.get("IMAGEGEN_INCEPTION") or (str(SHARED_INCEPTION) if SHARED_INCEPTION.is_file() else None)
+    if path is None or not Path(path).is_file():
+        pytest.skip("no Inception weights: set IMAGEGEN_INCEPTION or provide " + str(SHARED_INCEPTION))
+    net = fidm.InceptionFeatures(path)
+    assert len(net.sha256) == 64
+    u8 = torch.randint(0, 256, (3, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    f = net.features(u8, progress=False)
+    assert f.shape == (3, 2048) and torch.isfinite(f).all() and (f >= 0).all()  # pool after ReLU
+    assert net.protocol()["feature_net_sha256"] == fidm.file_sha256(path)
+
+
+# ---------------------------------------------------------------------------------------------- classifier
+
+
+def test_classifier_score_extremes_and_class_accuracy():
+    k = 10
+    assert clf.classifier_score(torch.zeros(50, k)) == pytest.approx(1.0)
+    confident = torch.full((100, k), -30.0)
+    confident[torch.arange(100), torch.arange(100) % k] = 30.0
+    assert clf.classifier_score(confident) == pytest.approx(k, rel=1e-6)
+    one_class = torch.full((100, k), -30.0)
+    one_class[:, 3] = 30.0
+    assert clf.classifier_score(one_class) == pytest.approx(1.0, abs=1e-6)
+    assert clf.class_accuracy(confident, torch.arange(100) % k) == 1.0
+    assert clf.class_accuracy(confident, (torch.arange(100) + 1) % k) == 0.0
+
+
+def _two_class_images(n, seed):
+    """Class 0: bright top half; class 1: bright bottom half; noisy. (N, 1, 14, 14) uint8 + labels."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 2
+    x = torch.rand(n, 1, 14, 14, generator=g) * 60
+    x[y == 0, :, :7] += 150
+    x[y == 1, :, 7:] += 150
+    return x.clamp(0, 255).to(torch.uint8), y
+
+
+def test_classifier_fit_save_load_roundtrip(tmp_path):
+    x, y = _two_class_images(96, 0)
+    cfg = clf.ClassifierTrainConfig(epochs=2, batch_size=32, width=8, seed=0)
+    model = clf.fit(x, y, 2, cfg, progress=False)
+    xt, yt = _two_class_images(64, 1)
+    assert clf.accuracy(model, xt, yt) > 0.9
+    # save as train_classifier does and load through load_classifier
+    from imagegen.checkpoint import atomic_save_tensors
+
+    meta = {"dataset": "mnist", "num_classes": 2, "width": 8, "test_accuracy": 1.0}
+    path = tmp_path / "c.safetensors"
+    atomic_save_tensors(model.state_dict(), path, metadata={"imagegen_classifier": __import__("json").dumps(meta)})
+    net = clf.load_classifier("mnist", path)
+    feats, logits = net.features_and_logits(xt)
+    assert feats.shape == (64, clf.FEATURE_DIM) and logits.shape == (64, 2)
+    assert clf.class_accuracy(logits, yt) > 0.9
+    assert net.protocol()["feature_net_sha256"] == fidm.file_sha256(path)
+    with pytest.raises(ImagegenError, match="no classifier"):
+        clf.load_classifier("cifar10")
+
+
+def test_cas_and_augmentation_gain_on_synthetic_data():
+    x_real, y_real = _two_class_images(200, 2)
+    x_test, y_test = _two_class_images(100, 3)
+    good_x, good_y = _two_class_images(64, 4)
+    cfg = clf.ClassifierTrainConfig(epochs=2, batch_size=32, width=8)
+    res = casm.classification_accuracy_score(good_x, good_y, x_real, y_real, x_test, y_test, 2, cfg,
+                                             progress=False)
+    assert res["cas"] > 0.9 and res["cas_real_baseline"] > 0.9
+    # generated labels swapped: a classifier trained on them is wrong on real data
+    bad = casm.classification_accuracy_score(good_x, 1 - good_y, x_real, y_real, x_test, y_test, 2, cfg,
+                                             progress=False)
+    assert bad["cas"] < 0.1
+    aug = casm.augmentation_gain(good_x, good_y, x_real, y_real, x_test, y_test, 2, n_real=16, cfg=cfg,
+                                 progress=False)
+    assert aug["aug_real_images"] == 16 and aug["aug_generated_images"] == 64
+    assert aug["aug_gain"] == pytest.approx(aug["aug_real_plus_generated"] - aug["aug_real_only"])
+
+
+# sanity floors for the shipped weights; docs/evaluation.md gives the measured accuracies and targets
+@pytest.mark.parametrize("dataset,minimum", [("mnist", 0.99), ("fashion-mnist", 0.91)])
+def test_packaged_classifier_accuracy(dataset, minimum):
+    path = clf.packaged_weights(dataset)
+    if not path.is_file():
+        pytest.skip(f"{path} not trained yet (imagegen train-classifier --data {dataset})")
+    import json
+
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = json.loads(f.metadata()["imagegen_classifier"])
+    assert meta["test_accuracy"] >= minimum
+    folder = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}[dataset]
+    if not (SHARED_DATA / folder / "raw").is_dir():
+        pytest.skip(f"{SHARED_DATA / folder} absent: cannot re-check the accuracy")
+    from imagegen.config import DataConfig
+    from imagegen.data import load_dataset
+
+    test = load_dataset(DataConfig(name=dataset, root=str(SHARED_DATA)), "test")
+    net = clf.load_classifier(dataset)
+    acc = clf.accuracy(net.model, test.images[:1000], test.labels[:1000])
+    assert acc >= minimum - 0.01  # 1,000 images: a little noise around the full-set number
+
+
+# ---------------------------------------------------------------------------------------------- NLL
+
+
+def test_uniform_model_has_8_bits_per_dim():
+    u8 = torch.randint(0, 256, (10, 1, 4, 4), dtype=torch.uint8)
+    dims = 16
+    res = nllm.evaluate_nll(lambda x, y: torch.full((x.shape[0],), dims * math.log(256.0), dtype=torch.float64),
+                            u8, None, dims, batch_size=3, progress=False)
+    assert res["bits_per_dim"] == pytest.approx(8.0, abs=1e-12) and res["n"] == 10
+    assert res["nll_nats_sem"] == pytest.approx(0.0)
+    with pytest.raises(ImagegenError, match="not finite"):
+        nllm.evaluate_nll(lambda x, y: torch.full((x.shape[0],), float("nan")), u8, None, dims, progress=False)
