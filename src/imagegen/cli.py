@@ -212,35 +212,17 @@ def eval_nll_cmd(
         _echo(f"wrote {out}")
 
 
-def _make_mask(keep: str, info):
-    import torch
-
-    m = torch.zeros(1, 1, info.size, info.size)
-    half = info.size // 2
-    if keep == "top-half":
-        m[..., :half, :] = 1
-    elif keep == "left-half":
-        m[..., :, :half] = 1
-    elif keep == "bottom-half":
-        m[..., half:, :] = 1
-    elif keep == "right-half":
-        m[..., :, half:] = 1
-    else:
-        raise ImagegenError(f"--keep must be top-half, left-half, bottom-half or right-half, got '{keep}'")
-    return m
-
-
 def _complete(run, image, mask, keep, n, out, labels, seed, device, options):
     import torch
 
     from .api import load
-    from .data import load_image, load_mask
+    from .data import load_image, load_mask, make_mask
 
     model = load(run, device=device)
     x = load_image(image, model.info)
     if (mask is None) == (keep is None):
         raise ImagegenError("give exactly one of --mask MASK.png (white = keep) or --keep top-half|left-half")
-    m = load_mask(mask, model.info) if mask is not None else _make_mask(keep, model.info)
+    m = load_mask(mask, model.info) if mask is not None else make_mask(keep, model.info)
     xs, ms = x.expand(n, -1, -1, -1).clone(), m.expand(n, -1, -1, -1).clone()
     filled = model.complete(xs, ms, labels=_parse_labels(labels), seed=seed, **options)
     masked = x * m + (1 - m) * -1  # the input with the unknown part blacked out, shown first

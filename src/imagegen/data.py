@@ -523,5 +523,26 @@ def load_mask(path: str | Path, info: DataInfo) -> torch.Tensor:
     return (torch.from_numpy(arr).unsqueeze(0).float() >= 128).float()
 
 
+KEEPS = ("top-half", "left-half", "bottom-half", "right-half")
+
+
+def make_mask(keep: str, info: DataInfo) -> torch.Tensor:
+    """A (1, 1, H, W) mask with 1 where pixels are kept. ``top-half`` is a raster-order prefix (the case
+    autoregressive models complete exactly); the others need a model that can look at every pixel."""
+    s = info.size
+    mask = torch.zeros(1, 1, s, s)
+    if keep == "top-half":
+        mask[:, :, : s // 2] = 1
+    elif keep == "left-half":
+        mask[:, :, :, : s // 2] = 1
+    elif keep == "bottom-half":
+        mask[:, :, s // 2:] = 1
+    elif keep == "right-half":
+        mask[:, :, :, s // 2:] = 1
+    else:
+        raise ImagegenError(f"--keep must be one of {', '.join(KEEPS)}, got '{keep}'")
+    return mask
+
+
 __all__ = ["DATASETS", "Batch", "BatchSampler", "DataInfo", "ImageDataset", "load_dataset", "load_image",
-           "load_mask", "to_float", "to_uint8"]
+           "load_mask", "make_mask", "to_float", "to_uint8"]

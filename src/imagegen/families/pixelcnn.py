@@ -50,6 +50,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data import KEEPS, make_mask  # noqa: F401  (re-exported: completion masks)
+from ..distributions import discretized_logistic_log_prob
 from ..errors import ImagegenError
 from .base import bits_per_dim, check_labels, optimizer_step
 
@@ -58,7 +60,6 @@ NAME = "pixelcnn"
 ARCHS = ("pixelcnn", "gated")
 LIKELIHOODS = ("auto", "bernoulli", "softmax", "logistic_mixture")
 SAMPLERS = ("naive", "cached")
-KEEPS = ("top-half", "left-half", "bottom-half", "right-half")
 
 
 @dataclass
@@ -375,22 +376,6 @@ class GatedPixelCNN(nn.Module):
 # ---------------------------------------------------------------------------------------------- likelihoods
 
 
-def discretized_logistic_log_prob(x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor,
-                                  ) -> torch.Tensor:
-    """log P(x) for x on the 256-level grid of [-1, 1] under a logistic discretised to bins of width 2/255,
-    the edge bins taking the tails (PixelCNN++ sec. 2.1). The interior uses the exact identity
-    log(sigmoid(a) - sigmoid(b)) = logsigmoid(a) - softplus(b) + log(1 - exp(b - a)), a > b, which is stable
-    in both tails, so no approximation of tiny bins is needed."""
-    inv_s = torch.exp(-log_scale)
-    centered = x - mean
-    plus = inv_s * (centered + 1.0 / 255.0)
-    minus = inv_s * (centered - 1.0 / 255.0)
-    log_cdf_plus = F.logsigmoid(plus)  # bin 0: P(X < -1 + 1/255)
-    log_sf_minus = -F.softplus(minus)  # bin 255: P(X > 1 - 1/255)
-    log_mid = log_cdf_plus - F.softplus(minus) + torch.log(-torch.expm1(minus - plus))
-    return torch.where(x < -0.999, log_cdf_plus, torch.where(x > 0.999, log_sf_minus, log_mid))
-
-
 def _n_coeffs(c: int) -> int:
     return c * (c - 1) // 2
 
@@ -682,24 +667,6 @@ def complete(model: AutoregressiveModel, x: torch.Tensor, mask: torch.Tensor, la
         y = _model_labels(model, labels, n, device, generator)
     out = _raster_sample(model, x, known, y, generator, temperature, sampler)
     return torch.where(known, x_given, out)  # the given pixels exactly as they came in
-
-
-def make_mask(keep: str, info) -> torch.Tensor:
-    """A (1, 1, H, W) mask with 1 where pixels are kept: ``top-half`` (a raster prefix: exact conditional
-    completion), ``left-half``, ``bottom-half`` or ``right-half`` (approximate: see ``complete``)."""
-    s = info.size
-    mask = torch.zeros(1, 1, s, s)
-    if keep == "top-half":
-        mask[:, :, : s // 2] = 1
-    elif keep == "left-half":
-        mask[:, :, :, : s // 2] = 1
-    elif keep == "bottom-half":
-        mask[:, :, s // 2:] = 1
-    elif keep == "right-half":
-        mask[:, :, :, s // 2:] = 1
-    else:
-        raise ImagegenError(f"--keep must be one of {', '.join(KEEPS)}, got '{keep}'")
-    return mask
 
 
 # ---------------------------------------------------------------------------------------------- contract

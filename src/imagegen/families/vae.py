@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..distributions import discretized_logistic_log_prob
 from ..errors import ImagegenError
 from .base import check_labels, optimizer_step
 
@@ -133,7 +134,7 @@ class VAE(nn.Module):
             target = (x > 0).to(params.dtype)
             return -F.binary_cross_entropy_with_logits(params, target, reduction="none").flatten(1).sum(1)
         mean, log_scale = params.chunk(2, dim=1)
-        return discretized_logistic_log_prob(x, mean, log_scale).flatten(1).sum(1)
+        return discretized_logistic_log_prob(x, mean, log_scale.clamp(min=-7.0)).flatten(1).sum(1)
 
     def mean_image(self, params) -> torch.Tensor:
         if self.likelihood == "bernoulli":
@@ -150,23 +151,6 @@ class VAE(nn.Module):
         loss = (rec + kl_weight * kl).mean() / dims  # per sub-pixel, so lr and clipping are size-free
         return {"loss": loss, "rec_nats": rec.mean().detach(), "kl_nats": kl.mean().detach(),
                 "elbo_bpd": ((rec + kl).mean() / (dims * math.log(2))).detach()}
-
-
-def discretized_logistic_log_prob(x, mean, log_scale) -> torch.Tensor:
-    """log P(x) of a logistic discretised to the 256 levels of [-1, 1] (bin half-width 1/255), with the
-    edge bins taking the tails (PixelCNN++, Salimans et al. 2017, sec. 2.1)."""
-    log_scale = log_scale.clamp(min=-7.0)
-    centered = x - mean
-    inv_s = torch.exp(-log_scale)
-    plus_in = inv_s * (centered + 1.0 / 255.0)
-    min_in = inv_s * (centered - 1.0 / 255.0)
-    cdf_delta = torch.sigmoid(plus_in) - torch.sigmoid(min_in)
-    log_cdf_plus = plus_in - F.softplus(plus_in)  # log sigmoid(plus_in): bin 0 takes the left tail
-    log_one_minus_cdf_min = -F.softplus(min_in)  # log (1 - sigmoid(min_in)): bin 255 the right tail
-    mid_in = inv_s * centered
-    log_pdf_mid = mid_in - log_scale - 2.0 * F.softplus(mid_in)  # density at the centre, for tiny bins
-    log_mid = torch.where(cdf_delta > 1e-5, torch.log(cdf_delta.clamp_min(1e-12)), log_pdf_mid - math.log(127.5))
-    return torch.where(x < -0.999, log_cdf_plus, torch.where(x > 0.999, log_one_minus_cdf_min, log_mid))
 
 
 # --- the contract ----------------------------------------------------------------------------------------
