@@ -15,6 +15,7 @@ FAMILIES: dict[str, str] = {
     "vae": "imagegen.families.vae",
     "gan": "imagegen.families.gan",
     "pixelcnn": "imagegen.families.pixelcnn",
+    "diffusion": "imagegen.families.diffusion",
 }
 
 _REQUIRED = ("Config", "build", "train_step", "sample")

@@ -1,0 +1,521 @@
+"""Diffusion models: the DDPM UNet (Ho et al. 2020) trained as DDPM-eps, v-prediction or EDM.
+
+One network, three *formulations* (``model.formulation``), all exposed to the samplers as one denoiser
+D(x, sigma) -> x0_hat in the variance-exploding frame x = x0 + sigma * n (see ``imagegen.samplers``):
+
+- ``eps``  DDPM (Ho et al. 2020): discrete t in 0..T-1, x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps,
+           the net predicts eps, loss ||eps_hat - eps||^2 ("L_simple", eq. 14). Schedules ``linear``
+           (beta 1e-4 .. 0.02) or ``cosine`` (Nichol & Dhariwal 2021, eq. 17).
+- ``v``    the same process, the net predicts v = sqrt(abar) eps - sqrt(1 - abar) x0 (Salimans & Ho
+           2022, sec. 4), which stays well scaled at both ends of the schedule.
+- ``edm``  Karras et al. 2022: continuous sigma ~ logN(P_mean, P_std), preconditioning c_skip, c_out,
+           c_in, c_noise and the loss weight lambda(sigma) of their table 1.
+
+Class conditioning: a label embedding added to the time embedding; during training labels are dropped
+to a "null" class (index = num_classes) with probability ``label_dropout`` so the same net is also the
+unconditional model that classifier-free guidance needs (Ho & Salimans 2022).
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import samplers as S
+from ..errors import ImagegenError
+from ..nn import Downsample, ResBlock, SelfAttention2d, Upsample, group_norm, sinusoidal_embedding
+from .base import check_labels, optimizer_step, slerp
+
+NAME = "diffusion"
+
+FORMULATIONS = ("eps", "v", "edm")
+SCHEDULES = ("linear", "cosine")
+
+
+@dataclass
+class Config:
+    # network: the DDPM UNet (defaults: the paper's 35.7M-parameter CIFAR-10 model)
+    base_channels: int = 128
+    channel_mult: list[int] = field(default_factory=lambda: [1, 2, 2, 2])
+    num_res_blocks: int = 2
+    attn_resolutions: list[int] = field(default_factory=lambda: [16])  # feature-map sizes with attention
+    attn_heads: int = 1
+    dropout: float = 0.1
+    norm_groups: int = 32
+    class_cond: bool = False
+    label_dropout: float = 0.1  # P(label -> null class) in training; needed for classifier-free guidance
+    # formulation
+    formulation: str = "eps"  # eps | v | edm
+    schedule: str = "linear"  # linear | cosine   (eps and v)
+    num_timesteps: int = 1000  # T (eps and v)
+    beta_start: float = 1e-4  # linear schedule
+    beta_end: float = 0.02
+    sigma_data: float = 0.5  # EDM
+    p_mean: float = -1.2  # EDM: ln(sigma) ~ N(p_mean, p_std^2) in training
+    p_std: float = 1.2
+    sigma_min: float = 0.002  # EDM sampling range
+    sigma_max: float = 80.0
+    # speed (none changes the maths)
+    channels_last: bool = False  # NHWC memory format: faster convolutions on tensor-core GPUs
+    compile: bool = False  # torch.compile the UNet (first steps are slow while it compiles)
+    sample_bf16: bool = True  # bf16 autocast for the UNet while sampling on CUDA (never on CPU)
+
+
+TRAIN_DEFAULTS = {"lr": 2e-4, "batch_size": 128, "grad_clip": 1.0, "ema_decay": 0.9999}
+
+# a tiny model for the shared contract test and CLI smoke tests (~60k parameters)
+TEST_CONFIG = {"base_channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": [4, 8],
+               "dropout": 0.0, "num_timesteps": 100}
+
+# the trainer's periodic preview grids: a cheap deterministic sampler
+PREVIEW_OPTIONS = {"sampler": "ddim", "steps": 20}
+
+
+# ------------------------------------------------------------------------------------------ network
+
+
+class UNet(nn.Module):
+    """The DDPM UNet (Ho et al. 2020, appendix B; PixelCNN++-style backbone): per resolution
+    ``num_res_blocks`` ResBlocks (+ self-attention at ``attn_resolutions``), stride-2 conv down,
+    a middle ResBlock-attention-ResBlock, and an up path with ``num_res_blocks + 1`` ResBlocks per level
+    fed with the skip connections; a 4*ch time-embedding MLP conditions every ResBlock.
+
+    Inputs whose size is not divisible by 2^(levels-1) are padded at the bottom/right and the output
+    cropped back, so e.g. 28x28 MNIST works with four levels."""
+
+    def __init__(self, in_ch: int, out_ch: int, size: int, ch: int, mult: list[int], num_res_blocks: int,
+                 attn_resolutions: list[int], dropout: float, num_classes: int = 0, heads: int = 1,
+                 groups: int = 32):
+        super().__init__()
+        self.ch = ch
+        self.levels = len(mult)
+        self.num_classes = num_classes
+        emb_dim = 4 * ch
+        self.time_mlp = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        # num_classes + 1 rows: the last one is the "null" label of classifier-free guidance
+        self.label_emb = nn.Embedding(num_classes + 1, emb_dim) if num_classes else None
+        self.conv_in = nn.Conv2d(in_ch, ch, 3, padding=1)
+
+        factor = 2 ** (self.levels - 1)
+        res = -(-size // factor) * factor  # padded size
+        self.down = nn.ModuleList()
+        skips = [ch]
+        cur = ch
+        for i, m in enumerate(mult):
+            for _ in range(num_res_blocks):
+                blocks = [ResBlock(cur, ch * m, emb_dim, dropout, groups)]
+                cur = ch * m
+                if res in attn_resolutions:
+                    blocks.append(SelfAttention2d(cur, heads, groups))
+                self.down.append(nn.ModuleList(blocks))
+                skips.append(cur)
+            if i != self.levels - 1:
+                self.down.append(nn.ModuleList([Downsample(cur)]))
+                skips.append(cur)
+                res //= 2
+        self.mid = nn.ModuleList([ResBlock(cur, cur, emb_dim, dropout, groups),
+                                  SelfAttention2d(cur, heads, groups),
+                                  ResBlock(cur, cur, emb_dim, dropout, groups)])
+        self.up = nn.ModuleList()
+        for i, m in reversed(list(enumerate(mult))):
+            for _ in range(num_res_blocks + 1):
+                blocks = [ResBlock(cur + skips.pop(), ch * m, emb_dim, dropout, groups)]
+                cur = ch * m
+                if res in attn_resolutions:
+                    blocks.append(SelfAttention2d(cur, heads, groups))
+                self.up.append(nn.ModuleList(blocks))
+            if i != 0:
+                self.up.append(nn.ModuleList([Upsample(cur)]))
+                res *= 2
+        self.norm_out = group_norm(cur, groups)
+        self.conv_out = nn.Conv2d(cur, out_ch, 3, padding=1)
+        nn.init.zeros_(self.conv_out.weight)  # start by predicting 0 (the mean target of every formulation)
+        nn.init.zeros_(self.conv_out.bias)
+
+    def forward(self, x: torch.Tensor, noise_label: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, C, H, W) network input, noise_label: (B,) float (t or EDM's c_noise), y: (B,) long in
+        0..num_classes (num_classes = null) or None -> (B, out_ch, H, W)."""
+        h0, w0 = x.shape[-2:]
+        factor = 2 ** (self.levels - 1)
+        pad_h, pad_w = (-h0) % factor, (-w0) % factor
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h))
+        emb = self.time_mlp(sinusoidal_embedding(noise_label, self.ch))  # (B, 4ch)
+        if self.label_emb is not None:
+            if y is None:
+                y = torch.full((x.shape[0],), self.num_classes, device=x.device, dtype=torch.long)
+            emb = emb + self.label_emb(y)
+        h = self.conv_in(x)
+        hs = [h]
+        for blocks in self.down:
+            for block in blocks:
+                h = block(h, emb)
+            hs.append(h)
+        for block in self.mid:
+            h = block(h, emb)
+        for blocks in self.up:
+            for block in blocks:
+                if isinstance(block, ResBlock):
+                    h = block(torch.cat([h, hs.pop()], dim=1), emb)
+                else:
+                    h = block(h, emb)
+        h = self.conv_out(F.silu(self.norm_out(h)))
+        return h[..., :h0, :w0]
+
+
+# ------------------------------------------------------------------------------------------ schedules
+
+
+def make_betas(schedule: str, num_timesteps: int, beta_start: float, beta_end: float) -> torch.Tensor:
+    """(T,) float64 betas. ``linear``: Ho et al. 2020 sec. 4; ``cosine``: Nichol & Dhariwal 2021, eq. 17
+    with s = 0.008 and betas clipped at 0.999 (diffusers' ``squaredcos_cap_v2``)."""
+    if schedule == "linear":
+        return torch.linspace(beta_start, beta_end, num_timesteps, dtype=torch.float64)
+    if schedule == "cosine":
+        s = 0.008
+        t = torch.arange(num_timesteps + 1, dtype=torch.float64) / num_timesteps
+        f = torch.cos((t + s) / (1 + s) * math.pi / 2) ** 2
+        return (1 - f[1:] / f[:-1]).clamp(max=0.999)
+    raise ImagegenError(f"model.schedule must be one of {', '.join(SCHEDULES)}, got '{schedule}'")
+
+
+# weak references: compiled forwards live outside the module so state_dict keys and deepcopy (EMA) are
+# unaffected by model.compile
+_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+class Diffusion(nn.Module):
+    """UNet + formulation. ``forward(x0, y)`` returns the training loss dict (so DDP wraps the whole
+    step); ``denoise(x, sigma, y)`` is the D(x, sigma) -> x0_hat the samplers use."""
+
+    def __init__(self, cfg: Config, data_info):
+        super().__init__()
+        if cfg.formulation not in FORMULATIONS:
+            raise ImagegenError(f"model.formulation must be one of {', '.join(FORMULATIONS)}, "
+                                f"got '{cfg.formulation}'")
+        if cfg.class_cond and not data_info.num_classes:
+            raise ImagegenError("model.class_cond=true needs labelled data; this dataset has no labels "
+                                "(use --set model.class_cond=false)")
+        if not cfg.channel_mult:
+            raise ImagegenError("model.channel_mult needs at least one level, e.g. 1,2,2")
+        if not 0.0 <= cfg.label_dropout < 1.0:
+            raise ImagegenError(f"model.label_dropout must lie in [0, 1), got {cfg.label_dropout}")
+        self.cfg = cfg
+        self.channels, self.size = data_info.channels, data_info.size
+        self.num_classes = data_info.num_classes if cfg.class_cond else 0
+        self.unet = UNet(data_info.channels, data_info.channels, data_info.size, cfg.base_channels,
+                         list(cfg.channel_mult), cfg.num_res_blocks, list(cfg.attn_resolutions), cfg.dropout,
+                         self.num_classes, cfg.attn_heads, cfg.norm_groups)
+        if cfg.channels_last:
+            self.unet.to(memory_format=torch.channels_last)
+        if cfg.formulation in ("eps", "v"):
+            betas = make_betas(cfg.schedule, cfg.num_timesteps, cfg.beta_start, cfg.beta_end)
+            abar = torch.cumprod(1 - betas, 0)
+            # non-persistent: derived from the config, so checkpoints hold only weights
+            self.register_buffer("alphas_cumprod", abar.float(), persistent=False)
+            self.register_buffer("log_sigmas", S.vp_sigmas(abar).log().float(), persistent=False)
+
+    # -- noise levels ------------------------------------------------------------------------------
+
+    @property
+    def is_vp(self) -> bool:
+        return self.cfg.formulation in ("eps", "v")
+
+    @property
+    def train_sigmas(self) -> torch.Tensor:
+        """(T,) ascending VE noise levels of the discrete time steps (VP formulations)."""
+        return self.log_sigmas.exp()
+
+    def sigma_range(self) -> tuple[float, float]:
+        if self.is_vp:
+            return float(self.train_sigmas[0]), float(self.train_sigmas[-1])
+        return self.cfg.sigma_min, self.cfg.sigma_max
+
+    def sigma_to_t(self, sigma: torch.Tensor) -> torch.Tensor:
+        """Continuous time step of a VE noise level: linear interpolation in log sigma between the
+        discrete steps (as k-diffusion's DiscreteSchedule does), exact at the training sigmas."""
+        log_sigmas = self.log_sigmas
+        log_sigma = sigma.float().log().clamp(log_sigmas[0], log_sigmas[-1])
+        hi = torch.searchsorted(log_sigmas, log_sigma.contiguous()).clamp(1, len(log_sigmas) - 1)
+        lo = hi - 1
+        w = (log_sigma - log_sigmas[lo]) / (log_sigmas[hi] - log_sigmas[lo])
+        return lo.float() + w.clamp(0, 1)
+
+    def prior_std(self, sigma_max: float) -> float:
+        """Std of x at the start of sampling: a VP model's x_T ~ N(0, I) in its own frame is
+        N(0, (1 + sigma_T^2) I) in the VE frame; EDM starts from N(0, sigma_max^2 I) (its algorithm 1)."""
+        return math.sqrt(1 + sigma_max**2) if self.is_vp else sigma_max
+
+    # -- the network as a denoiser -----------------------------------------------------------------
+
+    def _net(self, x: torch.Tensor, noise_label: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        unet = self.unet
+        if self.cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if self.cfg.compile:
+            if unet not in _COMPILED:
+                _COMPILED[unet] = torch.compile(unet)
+            unet = _COMPILED[unet]
+        return unet(x, noise_label, y)
+
+    def precondition(self, sigma: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(c_skip, c_out, c_in, c_noise) with D(x, sigma) = c_skip x + c_out F(c_in x, c_noise), all
+        (B, 1, 1, 1) except c_noise (B,). EDM table 1; the VP rows are the same identity rewritten:
+        eps:  x0 = x - sigma eps                         -> c_skip 1,           c_out -sigma
+        v:    x0 = abar x_ve - sqrt(1 - abar) v           -> c_skip 1/(1+s^2),   c_out -s/sqrt(1+s^2)
+        with c_in = 1/sqrt(1+sigma^2) (the VP input x_t) and c_noise = t(sigma)."""
+        s = sigma.float().view(-1, 1, 1, 1)
+        if self.cfg.formulation == "edm":
+            sd = self.cfg.sigma_data
+            c_skip = sd**2 / (s**2 + sd**2)
+            c_out = s * sd / (s**2 + sd**2).sqrt()
+            c_in = 1 / (s**2 + sd**2).sqrt()
+            # EDM's c_noise = ln(sigma) / 4, scaled by 1000 so the sinusoidal embedding sees the same
+            # range of values as DDPM's t in 0..999 (its frequencies were chosen for that range)
+            c_noise = 250.0 * sigma.float().log()
+            return c_skip, c_out, c_in, c_noise
+        c_in = 1 / (1 + s**2).sqrt()
+        c_noise = self.sigma_to_t(sigma.float())
+        if self.cfg.formulation == "eps":
+            return torch.ones_like(s), -s, c_in, c_noise
+        return 1 / (1 + s**2), -s * c_in, c_in, c_noise
+
+    def denoise(self, x: torch.Tensor, sigma: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """D(x, sigma): (B, C, H, W) VE-frame x at noise level sigma (scalar or (B,)) -> x0_hat float32."""
+        sigma = sigma.to(x.device, torch.float32).expand(x.shape[0]) if sigma.dim() == 0 else sigma
+        c_skip, c_out, c_in, c_noise = self.precondition(sigma)
+        use_bf16 = self.cfg.sample_bf16 and x.is_cuda and not self.training
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
+            out = self._net((c_in * x.float()).to(x.dtype), c_noise, y)
+        return c_skip * x.float() + c_out * out.float()
+
+    # -- training ----------------------------------------------------------------------------------
+
+    def forward(self, x0: torch.Tensor, y: torch.Tensor | None = None) -> dict:
+        """One Monte-Carlo estimate of the training loss for a batch x0 (B, C, H, W) in [-1, 1]."""
+        b = x0.shape[0]
+        if self.num_classes:
+            if y is None:
+                raise ImagegenError("model.class_cond=true but the batch has no labels")
+            drop = torch.rand(b, device=x0.device) < self.cfg.label_dropout
+            y = torch.where(drop, torch.full_like(y, self.num_classes), y)
+        else:
+            y = None
+        noise = torch.randn_like(x0)
+        if self.is_vp:
+            t = torch.randint(0, self.cfg.num_timesteps, (b,), device=x0.device)
+            abar = self.alphas_cumprod[t].view(-1, 1, 1, 1)
+            x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * noise  # (B, C, H, W), Ho et al. eq. 4
+            out = self._net(x_t, t.float(), y).float()
+            if self.cfg.formulation == "eps":
+                target = noise
+            else:  # v = sqrt(abar) eps - sqrt(1 - abar) x0 (Salimans & Ho 2022, eq. before 10)
+                target = abar.sqrt() * noise - (1 - abar).sqrt() * x0
+            loss = F.mse_loss(out, target)
+        else:
+            # EDM training (Karras et al. 2022, table 1 and eq. 8): with lambda = 1/c_out^2 the weighted
+            # loss lambda ||D - x0||^2 is exactly ||F - (x0 - c_skip x) / c_out||^2
+            sigma = (torch.randn(b, device=x0.device) * self.cfg.p_std + self.cfg.p_mean).exp()
+            c_skip, c_out, c_in, c_noise = self.precondition(sigma)
+            x = x0 + sigma.view(-1, 1, 1, 1) * noise
+            out = self._net(c_in * x, c_noise, y).float()
+            target = (x0 - c_skip * x) / c_out
+            loss = F.mse_loss(out, target)
+        return {"loss": loss}
+
+
+# ------------------------------------------------------------------------------------------ contract
+
+
+def build(cfg: Config, data_info) -> nn.Module:
+    return Diffusion(cfg, data_info)
+
+
+def train_step(model, batch, opts, step: int, accel) -> dict:
+    out = model(batch.x, batch.y)
+    accel.backward(out["loss"])
+    optimizer_step(accel, opts["main"], model.parameters())
+    return out
+
+
+def _device(model: nn.Module) -> torch.device:
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+def _labels(model: Diffusion, labels, n: int, device, generator) -> torch.Tensor | None:
+    """(n,) labels for the net: the user's, else the null class (the unconditional model) when the net
+    was trained with label dropout, else uniformly random classes."""
+    if labels is not None:
+        return check_labels(labels, n, model.num_classes, device)
+    if not model.num_classes:
+        return None
+    if model.cfg.label_dropout > 0:
+        return torch.full((n,), model.num_classes, device=device, dtype=torch.long)
+    return torch.randint(0, model.num_classes, (n,), device=device, generator=generator)
+
+
+def make_denoiser(model: Diffusion, y: torch.Tensor | None, guidance: float = 1.0,
+                  clip_denoised: bool = True) -> S.Denoiser:
+    """The sampler-facing D(x, sigma) for labels y, with classifier-free guidance and optional clipping
+    of x0_hat to the data range [-1, 1] (DDPM's ``clip_denoised``) applied after guidance."""
+    if guidance != 1.0:
+        if not model.num_classes:
+            raise ImagegenError("--guidance needs a class-conditional model (trained with "
+                                "--set model.class_cond=true); leave it at 1")
+        if model.cfg.label_dropout <= 0:
+            raise ImagegenError("--guidance needs a model trained with label dropout "
+                                "(model.label_dropout > 0); leave it at 1")
+        if guidance < 0:
+            raise ImagegenError(f"--guidance must be >= 0, got {guidance}")
+
+    def cond(x, sigma):
+        return model.denoise(x, sigma, y)
+
+    uncond = None
+    if guidance != 1.0 and y is not None:
+        null = torch.full_like(y, model.num_classes)
+
+        def uncond(x, sigma):
+            return model.denoise(x, sigma, null)
+
+    d = S.guided_denoiser(cond, uncond, guidance)
+    if not clip_denoised:
+        return d
+    return lambda x, sigma: d(x, sigma).clamp(-1, 1)
+
+
+def make_sigmas(model: Diffusion, sampler: str, steps: int, schedule: str = "auto") -> torch.Tensor:
+    """The sampler's noise levels (steps + 1,), descending to 0. ``auto``: for VP models the discrete
+    training steps with ``trailing`` spacing (starts at t = T-1), for EDM the Karras rho = 7 ramp."""
+    if steps < 1:
+        raise ImagegenError(f"--steps must be >= 1, got {steps}")
+    if schedule == "auto":
+        schedule = "trailing" if model.is_vp else "karras"
+    if schedule == "karras":
+        lo, hi = model.sigma_range()
+        return S.karras_sigmas(lo, hi, steps)
+    if schedule in ("leading", "linspace", "trailing"):
+        if not model.is_vp:
+            raise ImagegenError(f"--schedule {schedule} needs a DDPM-style model (eps or v); "
+                                "EDM models use --schedule karras")
+        return S.discrete_sigmas(model.train_sigmas, steps, schedule)
+    raise ImagegenError(f"--schedule must be auto, karras, leading, linspace or trailing, got '{schedule}'")
+
+
+def _check_sampler(sampler: str) -> None:
+    if sampler not in S.SAMPLERS:
+        raise ImagegenError(f"unknown sampler '{sampler}'; available: {', '.join(S.SAMPLERS)}")
+
+
+@torch.no_grad()
+def sample(model: Diffusion, n: int, labels=None, generator=None, sampler: str = "ddim", steps: int = 50,
+           guidance: float = 1.0, eta: float = 0.0, schedule: str = "auto",
+           clip_denoised: bool = True) -> torch.Tensor:
+    """Draw n images (n, C, H, W) in [-1, 1]. ``sampler``: ddim (eta: 0 deterministic .. 1 = DDPM),
+    ddpm (ancestral), dpmpp-2m, heun (EDM; 2*steps-1 network calls). ``guidance``: classifier-free
+    guidance scale (1 = none)."""
+    _check_sampler(sampler)
+    device = _device(model)
+    y = _labels(model, labels, n, device, generator)
+    sigmas = make_sigmas(model, sampler, steps, schedule)
+    x_T = torch.randn(n, model.channels, model.size, model.size, device=device, generator=generator)
+    x_T = x_T * model.prior_std(float(sigmas[0]))
+    denoiser = make_denoiser(model, y, guidance, clip_denoised)
+    return S.run_sampler(sampler, denoiser, x_T, sigmas, generator, eta=eta).clamp(-1, 1)
+
+
+def _image_labels(model: Diffusion, labels, n: int, device) -> torch.Tensor | None:
+    """Labels for n given images: one label for all, one per image, or none (null class / random)."""
+    if labels is not None and torch.as_tensor(labels).numel() == 1:
+        labels = int(torch.as_tensor(labels).item())
+    return _labels(model, labels, n, device, None)
+
+
+@torch.no_grad()
+def complete(model: Diffusion, x, mask, labels=None, generator=None, steps: int = 50, resample: int = 5,
+             guidance: float = 1.0, schedule: str = "auto", clip_denoised: bool = True) -> torch.Tensor:
+    """Inpaint where mask == 0 (RePaint, Lugmayr et al. 2022): ancestral sampling with the known pixels
+    replaced by their noised copies before every step and ``resample`` rounds per step. Known pixels
+    (mask == 1) come back unchanged. steps * resample network calls."""
+    if mask.shape[-2:] != x.shape[-2:]:
+        raise ImagegenError(f"mask is {tuple(mask.shape[-2:])} but the image is {tuple(x.shape[-2:])}")
+    if resample < 1:
+        raise ImagegenError(f"--resample must be >= 1, got {resample}")
+    x = x.to(_device(model))
+    mask = mask.to(x.device, x.dtype).expand_as(x)
+    y = _image_labels(model, labels, x.shape[0], x.device)
+    sigmas = make_sigmas(model, "ddpm", steps, schedule)
+    x_T = torch.randn(x.shape, device=x.device, generator=generator) * model.prior_std(float(sigmas[0]))
+    denoiser = make_denoiser(model, y, guidance, clip_denoised)
+    out = S.sample_repaint(denoiser, x_T, sigmas, x, mask, generator, resample=resample)
+    return torch.where(mask > 0.5, x, out.clamp(-1, 1))
+
+
+@torch.no_grad()
+def denoise(model: Diffusion, x, strength: float = 0.5, labels=None, generator=None, sampler: str = "ddpm",
+            steps: int = 50, guidance: float = 1.0, schedule: str = "auto",
+            clip_denoised: bool = True) -> torch.Tensor:
+    """SDEdit (Meng et al. 2022): noise the image to the level a fraction ``strength`` of the way up the
+    sampling schedule, then run the sampler from there, so the result is a clean image near x.
+    strength 0 returns x; 1 ignores it. About ``steps * strength`` network calls."""
+    _check_sampler(sampler)
+    if not 0.0 <= strength <= 1.0:
+        raise ImagegenError(f"--strength must lie in [0, 1], got {strength}")
+    x = x.to(_device(model))
+    if strength == 0:
+        return x.clone()
+    y = _image_labels(model, labels, x.shape[0], x.device)
+    full = make_sigmas(model, sampler, steps, schedule)  # (steps + 1,)
+    k = max(1, round(strength * steps))
+    sigmas = full[steps - k:]  # the last k steps
+    x_start = x + sigmas[0].item() * torch.randn(x.shape, device=x.device, generator=generator)
+    denoiser = make_denoiser(model, y, guidance, clip_denoised)
+    return S.run_sampler(sampler, denoiser, x_start, sigmas, generator).clamp(-1, 1)
+
+
+@torch.no_grad()
+def invert(model: Diffusion, x: torch.Tensor, steps: int = 50, labels=None, schedule: str = "auto") -> torch.Tensor:
+    """DDIM inversion (Song et al. 2021, sec. 4.3; Dhariwal & Nichol 2021, appendix F): integrate the
+    probability-flow ODE from the image up to the largest noise level with Euler steps. Returns the
+    latent x_T in the VE frame; ``sample_ddim`` from it (same schedule) reconstructs x approximately."""
+    y = _image_labels(model, labels, x.shape[0], x.device)
+    sigmas = make_sigmas(model, "ddim", steps, schedule)[:-1].flip(0)  # ascending, without the 0
+    denoiser = make_denoiser(model, y, 1.0, clip_denoised=False)
+    return S.sample_ddim(denoiser, x, sigmas)
+
+
+@torch.no_grad()
+def interpolate(model: Diffusion, a, b, frames: int = 8, labels=None, generator=None, steps: int = 50,
+                schedule: str = "auto") -> torch.Tensor:
+    """Frames from a to b: DDIM-invert both images to x_T, spherically interpolate the latents
+    (they are near-Gaussian, so slerp keeps their norm; Song et al. 2021, sec. 5.3) and decode each
+    with deterministic DDIM. The end frames are the DDIM reconstructions of a and b."""
+    if a is None or b is None:
+        raise ImagegenError("interpolation needs two images: give --a A.png --b B.png")
+    if frames < 2:
+        raise ImagegenError(f"--frames must be >= 2, got {frames}")
+    device = _device(model)
+    a, b = a.to(device), b.to(device)
+    z = invert(model, torch.cat([a, b]), steps, labels=labels, schedule=schedule)  # (2, C, H, W)
+    t = torch.linspace(0, 1, frames, device=device)
+    z_t = slerp(z[:1].expand(frames, *z.shape[1:]), z[1:].expand(frames, *z.shape[1:]), t)
+    y = _image_labels(model, labels, frames, device)
+    sigmas = make_sigmas(model, "ddim", steps, schedule)
+    denoiser = make_denoiser(model, y, 1.0, clip_denoised=True)
+    return S.sample_ddim(denoiser, z_t, sigmas).clamp(-1, 1)
+
+
+def num_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+__all__ = ["Config", "Diffusion", "NAME", "PREVIEW_OPTIONS", "TEST_CONFIG", "TRAIN_DEFAULTS", "UNet", "build",
+           "complete", "denoise", "interpolate", "invert", "make_denoiser", "make_sigmas", "sample",
+           "train_step"]

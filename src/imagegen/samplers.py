@@ -1,0 +1,249 @@
+"""Diffusion samplers as pure functions of (denoiser, starting noise, schedule, generator).
+
+Every sampler works in the "variance exploding" frame of Karras et al. 2022 (EDM): a noisy image is
+``x = x0 + sigma * n`` with ``n ~ N(0, I)``, and a *denoiser* ``D(x, sigma) -> x0_hat`` is all a
+sampler needs. A variance-preserving (DDPM) model with ``x_vp = sqrt(abar) x0 + sqrt(1 - abar) n`` fits
+this frame through ``x = x_vp / sqrt(abar)`` and ``sigma = sqrt((1 - abar) / abar)`` (EDM sec. 2 and
+appendix C.1); the family module does that wrapping, so one sampler serves DDPM-eps, v-prediction and
+EDM models alike, and a step here equals the corresponding ``diffusers`` scheduler step on the same
+inputs (tests/test_samplers.py checks this).
+
+A *schedule* is a 1-D tensor of noise levels ``sigmas``, descending, normally ending with 0. No sampler
+keeps state between calls: the same inputs and the same generator state give the same output.
+
+Guidance is composed outside the samplers: ``guided_denoiser`` turns a conditional denoiser into the
+classifier-free-guided one (Ho & Salimans 2022, eq. 6), and a scale of 1 returns the denoiser itself.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x (B,C,H,W), sigma ()) -> x0_hat
+
+SAMPLERS = ("ddpm", "ddim", "dpmpp-2m", "heun")
+
+
+# ------------------------------------------------------------------------------------------ schedules
+
+
+def karras_sigmas(sigma_min: float, sigma_max: float, steps: int, rho: float = 7.0) -> torch.Tensor:
+    """EDM's time steps (Karras et al. 2022, eq. 5): evenly spaced in sigma^(1/rho), then a final 0.
+    Returns (steps + 1,) float32, descending."""
+    ramp = torch.linspace(0, 1, steps, dtype=torch.float64)
+    inv_min, inv_max = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
+    sigmas = (inv_max + ramp * (inv_min - inv_max)) ** rho
+    return torch.cat([sigmas, sigmas.new_zeros(1)]).float()
+
+
+def discrete_timesteps(num_train_steps: int, steps: int, spacing: str = "trailing") -> np.ndarray:
+    """Which of the T training time steps a ``steps``-step sampler visits, descending, as the
+    ``diffusers`` schedulers choose them (their ``timestep_spacing``):
+
+    - ``leading``  (DDIM paper, diffusers' DDIM/DDPM default): 0, T/N, 2T/N, ... -> never visits t = T-1
+    - ``linspace`` (diffusers' DPM-Solver default): round(linspace(0, T-1, N+1)) without its 0
+    - ``trailing`` (Lin et al. 2024, "Common diffusion noise schedules are flawed"): starts at t = T-1,
+      which is what a few-step sampler wants.
+    """
+    if steps < 1:
+        raise ValueError("steps must be >= 1")
+    steps = min(steps, num_train_steps)
+    if spacing == "leading":
+        ratio = num_train_steps // steps
+        return (np.arange(0, steps) * ratio).round()[::-1].astype(np.int64)
+    if spacing == "linspace":
+        return np.linspace(0, num_train_steps - 1, steps + 1).round()[::-1][:-1].astype(np.int64)
+    if spacing == "trailing":
+        return (np.round(np.arange(num_train_steps, 0, -num_train_steps / steps)) - 1).astype(np.int64)
+    raise ValueError(f"unknown timestep spacing '{spacing}' (leading, linspace, trailing)")
+
+
+def discrete_sigmas(train_sigmas: torch.Tensor, steps: int, spacing: str = "trailing") -> torch.Tensor:
+    """Noise levels of a DDPM-style model (``train_sigmas[t]`` for t = 0..T-1, ascending) at the time
+    steps ``discrete_timesteps`` picks, followed by 0 (the clean image). (steps + 1,) float32."""
+    ts = torch.from_numpy(discrete_timesteps(len(train_sigmas), steps, spacing).copy())
+    sigmas = train_sigmas.detach().float().cpu()[ts]
+    return torch.cat([sigmas, sigmas.new_zeros(1)])
+
+
+def vp_sigmas(alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """sigma_t = sqrt((1 - abar_t) / abar_t): the VE noise level of a VP time step (EDM eq. 6 / C.1)."""
+    return ((1 - alphas_cumprod) / alphas_cumprod).sqrt()
+
+
+# ------------------------------------------------------------------------------------------ guidance
+
+
+def guided_denoiser(denoiser_cond: Denoiser, denoiser_uncond: Denoiser | None, scale: float) -> Denoiser:
+    """Classifier-free guidance (Ho & Salimans 2022, eq. 6, written for x0 instead of eps - the same
+    thing because x0 and eps are affine in each other at fixed x and sigma):
+    D = D_uncond + scale * (D_cond - D_uncond). ``scale == 1`` returns ``denoiser_cond`` itself, so
+    guidance 1 is exactly the unguided sampler (and costs one network call, not two)."""
+    if scale == 1.0 or denoiser_uncond is None:
+        return denoiser_cond
+
+    def guided(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        cond, uncond = denoiser_cond(x, sigma), denoiser_uncond(x, sigma)
+        return uncond + scale * (cond - uncond)
+
+    return guided
+
+
+# ------------------------------------------------------------------------------------------ samplers
+
+
+def _noise_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+
+
+def ancestral_sigmas(sigma: torch.Tensor, sigma_next: torch.Tensor, eta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split a step sigma -> sigma_next into a deterministic part down to ``sigma_down`` and fresh
+    noise of std ``sigma_up`` with sigma_down^2 + sigma_up^2 = sigma_next^2. ``sigma_up`` is DDIM's
+    sigma_t(eta) (Song et al. 2021, eq. 16) in the VE frame:
+    eta * sqrt(sigma_next^2 (sigma^2 - sigma_next^2) / sigma^2)."""
+    if eta == 0 or sigma_next == 0:
+        return sigma_next, torch.zeros_like(sigma_next)
+    sigma_up = eta * (sigma_next**2 * (sigma**2 - sigma_next**2) / sigma**2).clamp_min(0).sqrt()
+    sigma_up = torch.minimum(sigma_up, sigma_next)
+    sigma_down = (sigma_next**2 - sigma_up**2).clamp_min(0).sqrt()
+    return sigma_down, sigma_up
+
+
+@torch.no_grad()
+def sample_ddim(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor,
+                generator: torch.Generator | None = None, eta: float = 0.0) -> torch.Tensor:
+    """DDIM (Song et al. 2021, eq. 12). With eta = 0 it is Euler's method on the probability-flow ODE
+    dx/dsigma = (x - D(x, sigma)) / sigma (EDM sec. 4): x_next = x0_hat + sigma_next * eps_hat with
+    eps_hat = (x - x0_hat) / sigma. eta > 0 replaces part of eps_hat by fresh noise; eta = 1 is the
+    DDPM posterior (see ``sample_ddpm``). Works for ascending ``sigmas`` too (eta = 0): that is DDIM
+    inversion. ``x`` is the starting point at ``sigmas[0]``."""
+    sigmas = sigmas.to(device=x.device, dtype=x.dtype)
+    for i in range(len(sigmas) - 1):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        x0 = denoiser(x, sigma)
+        eps = (x - x0) / sigma
+        sigma_down, sigma_up = ancestral_sigmas(sigma, sigma_next, eta) if sigma_next < sigma \
+            else (sigma_next, torch.zeros_like(sigma_next))
+        x = x0 + sigma_down * eps
+        if sigma_up > 0:
+            x = x + sigma_up * _noise_like(x, generator)
+    return x
+
+
+@torch.no_grad()
+def sample_ddpm(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """Ancestral sampling from the DDPM posterior q(x_s | x_t, x0 = x0_hat) (Ho et al. 2020, eqs. 6-7,
+    "fixed small" variance beta_tilde). Song et al. 2021 (sec. 4.1) show this is DDIM with eta = 1 -
+    mean and variance agree for any pair of steps t > s - so it is computed by the same update; for a
+    skipped schedule it is the posterior between the visited steps, as in diffusers' DDPMScheduler."""
+    return sample_ddim(denoiser, x, sigmas, generator, eta=1.0)
+
+
+@torch.no_grad()
+def sample_dpmpp_2m(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+    """DPM-Solver++(2M) (Lu et al. 2022, "DPM-Solver++", algorithm 2), the multistep second-order
+    solver of the data-prediction ODE in lambda = -log sigma. Uses the previous step's x0_hat for a
+    linear correction, first order on the first step and on the step to sigma = 0 (as diffusers does
+    with ``final_sigmas_type='zero'``). One network call per step; ``generator`` is unused."""
+    sigmas = sigmas.to(device=x.device, dtype=x.dtype)
+    old_x0, h_last = None, None
+    for i in range(len(sigmas) - 1):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        x0 = denoiser(x, sigma)
+        if sigma_next == 0:
+            x = x0
+            break
+        h = torch.log(sigma) - torch.log(sigma_next)  # lambda_next - lambda
+        if old_x0 is None:
+            d = x0
+        else:
+            r = h_last / h
+            d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * old_x0
+        # x_next = (sigma_next / sigma) x - (e^{-h} - 1) D   (DPM-Solver++ eq. 9 in the VE frame)
+        x = (sigma_next / sigma) * x - torch.expm1(-h) * d
+        old_x0, h_last = x0, h
+    return x
+
+
+@torch.no_grad()
+def sample_heun(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor,
+                generator: torch.Generator | None = None, s_churn: float = 0.0, s_tmin: float = 0.0,
+                s_tmax: float = float("inf"), s_noise: float = 1.0) -> torch.Tensor:
+    """EDM's second-order sampler (Karras et al. 2022, algorithm 2; with ``s_churn = 0`` algorithm 1,
+    deterministic): an Euler step of dx/dsigma = (x - D(x, sigma)) / sigma, corrected by the trapezoidal
+    rule except on the last step to sigma = 0. 2 * steps - 1 network calls."""
+    sigmas = sigmas.to(device=x.device, dtype=x.dtype)
+    n = len(sigmas) - 1
+    for i in range(n):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        gamma = min(s_churn / n, math.sqrt(2) - 1) if s_tmin <= float(sigma) <= s_tmax else 0.0
+        if gamma > 0:  # "churn": raise the noise level to sigma_hat by adding fresh noise
+            sigma_hat = sigma * (1 + gamma)
+            x = x + (sigma_hat**2 - sigma**2).sqrt() * s_noise * _noise_like(x, generator)
+            sigma = sigma_hat
+        d = (x - denoiser(x, sigma)) / sigma
+        x_next = x + (sigma_next - sigma) * d
+        if sigma_next > 0:
+            d_next = (x_next - denoiser(x_next, sigma_next)) / sigma_next
+            x_next = x + (sigma_next - sigma) * (d + d_next) / 2
+        x = x_next
+    return x
+
+
+@torch.no_grad()
+def sample_repaint(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, x_known: torch.Tensor,
+                   mask: torch.Tensor, generator: torch.Generator | None = None, resample: int = 1,
+                   eta: float = 1.0) -> torch.Tensor:
+    """Inpainting by replacement with RePaint's resampling (Lugmayr et al. 2022, algorithm 1, jump
+    length 1). Before every step the known pixels (``mask == 1``) are replaced by ``x_known`` noised to
+    the current level; after a step, for ``resample - 1`` extra rounds the state is noised back up
+    (x + sqrt(sigma^2 - sigma_next^2) z, the forward process) and the step redone, which lets the
+    unknown region harmonise with the known one. The returned known pixels equal ``x_known`` exactly."""
+    sigmas = sigmas.to(device=x.device, dtype=x.dtype)
+    mask = mask.to(x.dtype).expand_as(x)
+    for i in range(len(sigmas) - 1):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        for u in range(max(1, resample)):
+            known = x_known + sigma * _noise_like(x, generator)
+            x = mask * known + (1 - mask) * x
+            x0 = denoiser(x, sigma)
+            sigma_down, sigma_up = ancestral_sigmas(sigma, sigma_next, eta)
+            x_new = x0 + sigma_down * (x - x0) / sigma
+            if sigma_up > 0:
+                x_new = x_new + sigma_up * _noise_like(x, generator)
+            if u < resample - 1 and sigma_next > 0:  # go back up one step: q(x_t | x_{t-1})
+                x = x_new + (sigma**2 - sigma_next**2).sqrt() * _noise_like(x, generator)
+            else:
+                x = x_new
+                break
+    return torch.where(mask > 0.5, x_known, x)
+
+
+def run_sampler(name: str, denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor,
+                generator: torch.Generator | None = None, eta: float = 0.0) -> torch.Tensor:
+    """Dispatch by name (the CLI's ``--sampler``)."""
+    if name == "ddim":
+        return sample_ddim(denoiser, x, sigmas, generator, eta=eta)
+    if name == "ddpm":
+        return sample_ddpm(denoiser, x, sigmas, generator)
+    if name == "dpmpp-2m":
+        return sample_dpmpp_2m(denoiser, x, sigmas, generator)
+    if name == "heun":
+        return sample_heun(denoiser, x, sigmas, generator)
+    raise ValueError(f"unknown sampler '{name}'; available: {', '.join(SAMPLERS)}")
+
+
+def network_calls(name: str, steps: int) -> int:
+    """Number of denoiser evaluations (NFE) a sampler makes for ``steps`` steps ending at sigma = 0."""
+    return 2 * steps - 1 if name == "heun" else steps
+
+
+__all__ = ["SAMPLERS", "ancestral_sigmas", "discrete_sigmas", "discrete_timesteps", "guided_denoiser",
+           "karras_sigmas", "network_calls", "run_sampler", "sample_ddim", "sample_ddpm", "sample_dpmpp_2m",
+           "sample_heun", "sample_repaint", "vp_sigmas"]
