@@ -247,6 +247,12 @@ def test_interpolate_via_ddim_inversion():
     z = D.invert(model, torch.cat([a, b]), steps=6)
     recon = D.S.sample_ddim(D.make_denoiser(model, None), z, D.make_sigmas(model, "ddim", 6)).clamp(-1, 1)
     torch.testing.assert_close(frames[[0, -1]], recon, atol=1e-5, rtol=1e-5)
+    # between the starting noises of two seeds: the end frames are those seeds' DDIM samples
+    by_seed = D.interpolate(model, None, None, frames=3, steps=4, seeds=(1, 2))
+    for frame, seed in ((0, 1), (2, 2)):
+        torch.testing.assert_close(by_seed[frame:frame + 1], _sample(model, seed)[:1], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ImagegenError, match="two images"):
+        D.interpolate(model, a, None)
 
 
 # ------------------------------------------------------------------------------------- presets, checkpoints

@@ -101,6 +101,8 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
         (item_tp, *_) = typing.get_args(tp) or (Any,)
         if isinstance(value, str):
             value = [yaml.safe_load(v) for v in value.split(",") if v.strip()]
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = [value]  # --set model.attn_resolutions=16: YAML reads a one-item list as a number
         if not isinstance(value, (list, tuple)):
             raise ImagegenError(f"{where}: expected a list like 1,2,3, got {value!r}")
         return [coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]

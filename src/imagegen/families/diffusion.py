@@ -493,21 +493,27 @@ def invert(model: Diffusion, x: torch.Tensor, steps: int = 50, labels=None, sche
 
 @torch.no_grad()
 def interpolate(model: Diffusion, a, b, frames: int = 8, labels=None, generator=None, steps: int = 50,
-                schedule: str = "auto") -> torch.Tensor:
+                schedule: str = "auto", seeds: tuple[int, int] | None = None) -> torch.Tensor:
     """Frames from a to b: DDIM-invert both images to x_T, spherically interpolate the latents
     (they are near-Gaussian, so slerp keeps their norm; Song et al. 2021, sec. 5.3) and decode each
-    with deterministic DDIM. The end frames are the DDIM reconstructions of a and b."""
-    if a is None or b is None:
-        raise ImagegenError("interpolation needs two images: give --a A.png --b B.png")
+    with deterministic DDIM. The end frames are the DDIM reconstructions of a and b. With
+    ``seeds=(s1, s2)`` instead of images, interpolate between the starting noises of those two seeds."""
     if frames < 2:
         raise ImagegenError(f"--frames must be >= 2, got {frames}")
     device = _device(model)
-    a, b = a.to(device), b.to(device)
-    z = invert(model, torch.cat([a, b]), steps, labels=labels, schedule=schedule)  # (2, C, H, W)
+    sigmas = make_sigmas(model, "ddim", steps, schedule)
+    if seeds is not None:
+        shape = (1, model.channels, model.size, model.size)
+        z = torch.cat([torch.randn(shape, device=device, generator=torch.Generator(device).manual_seed(int(s)))
+                       for s in seeds]) * model.prior_std(float(sigmas[0]))  # (2, C, H, W)
+    elif a is None or b is None:
+        raise ImagegenError("interpolation needs two images (--a A.png --b B.png) or two seeds (--seeds 1,2)")
+    else:
+        z = invert(model, torch.cat([a.to(device), b.to(device)]), steps, labels=labels,
+                   schedule=schedule)  # (2, C, H, W)
     t = torch.linspace(0, 1, frames, device=device)
     z_t = slerp(z[:1].expand(frames, *z.shape[1:]), z[1:].expand(frames, *z.shape[1:]), t)
     y = _image_labels(model, labels, frames, device)
-    sigmas = make_sigmas(model, "ddim", steps, schedule)
     denoiser = make_denoiser(model, y, 1.0, clip_denoised=True)
     return S.sample_ddim(denoiser, z_t, sigmas).clamp(-1, 1)
 
