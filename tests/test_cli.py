@@ -10,7 +10,8 @@ from PIL import Image
 from imagegen.cli import main
 
 TINY = ["--set", "model.latent_dim=4", "--set", "model.base_channels=8", "--set", "model.channel_mult=1,1",
-        "--set", "train.batch_size=16", "--set", "train.log_every=1", "--set", "data.limit=64"]
+        "--set", "train.batch_size=16", "--set", "train.log_every=1", "--set", "data.limit=64",
+        "--set", "model.nll_samples=4"]
 
 
 def run(argv, capsys):
