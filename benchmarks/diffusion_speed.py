@@ -220,8 +220,9 @@ def main() -> None:
     s_steps = args.sample_steps or (50 if cuda else 10)
     cases = (args.cases or ("fp32,bf16,bf16-cl,bf16-cl-compile" if cuda else "fp32")).split(",")
 
+    cpu_name = platform.processor() or platform.machine()
     hw = torch.cuda.get_device_name(0) if cuda else \
-        f"CPU {platform.processor() or platform.machine()} ({os.cpu_count()} cores visible, {torch.get_num_threads()} threads)"
+        f"CPU {cpu_name} ({os.cpu_count()} cores visible, {torch.get_num_threads()} threads)"
     ours0 = build_ours(cfg.model, info, device)
     params = sum(p.numel() for p in ours0.parameters())
     x1 = torch.zeros(1, channels, size, size, device=device)
