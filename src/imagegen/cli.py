@@ -229,36 +229,24 @@ def _complete(run, image, mask, keep, n, out, labels, seed, device, options):
     _write_images(torch.cat([x, masked, filled]), out, None, nrow=n + 2)
 
 
-@app.command("inpaint")
 def inpaint_cmd(
     run: Path = typer.Argument(...),
     image: Path = typer.Option(..., help="the image to fill"),
     mask: Path | None = typer.Option(None, help="mask image: white pixels are kept, black ones filled"),
-    keep: str | None = typer.Option(None, help="instead of --mask: top-half | left-half | ..."),
+    keep: str | None = typer.Option(None, help="instead of --mask: top-half | left-half | bottom-half | right-half"),
     n: int = typer.Option(1, help="completions per image"),
     out: Path = typer.Option(..., help="PNG strip: original, masked input, completions"),
     labels: str | None = typer.Option(None), seed: int = typer.Option(0), device: str = typer.Option("auto"),
-    sampler: str | None = SAMPLER, steps: int | None = STEPS,
+    sampler: str | None = SAMPLER, steps: int | None = STEPS, guidance: float | None = GUIDANCE,
+    temperature: float | None = TEMPERATURE,
 ) -> None:
-    """Fill the masked part of an image (through the family's 'complete')."""
-    _complete(run, image, mask, keep, n, out, labels, seed, device, _sample_options(sampler, steps, None, None,
-                                                                                     None, None))
-
-
-@app.command("complete")
-def complete_cmd(
-    run: Path = typer.Argument(...),
-    image: Path = typer.Option(...),
-    keep: str | None = typer.Option(None, help="top-half | left-half | bottom-half | right-half"),
-    mask: Path | None = typer.Option(None, help="mask image: white pixels are kept"),
-    n: int = typer.Option(8, help="completions per image"),
-    out: Path = typer.Option(...),
-    labels: str | None = typer.Option(None), seed: int = typer.Option(0), device: str = typer.Option("auto"),
-    temperature: float | None = TEMPERATURE, sampler: str | None = SAMPLER, steps: int | None = STEPS,
-) -> None:
-    """Sample several completions of a partly known image (same as inpaint, with --keep shortcuts)."""
+    """Fill the unknown part of an image (a mask, or --keep top-half) through the family's 'complete'."""
     _complete(run, image, mask, keep, n, out, labels, seed, device,
-              _sample_options(sampler, steps, None, temperature, None, None))
+              _sample_options(sampler, steps, guidance, temperature, None, None))
+
+
+app.command("inpaint")(inpaint_cmd)
+app.command("complete")(inpaint_cmd)
 
 
 @app.command("denoise")
@@ -269,7 +257,7 @@ def denoise_cmd(
     n: int = typer.Option(1),
     out: Path = typer.Option(...),
     labels: str | None = typer.Option(None), seed: int = typer.Option(0), device: str = typer.Option("auto"),
-    sampler: str | None = SAMPLER, steps: int | None = STEPS,
+    sampler: str | None = SAMPLER, steps: int | None = STEPS, guidance: float | None = GUIDANCE,
 ) -> None:
     """Denoise or edit an image (SDEdit-style where the family supports it)."""
     import torch
@@ -280,7 +268,7 @@ def denoise_cmd(
     model = load(run, device=device)
     x = load_image(image, model.info)
     y = model.denoise(x.expand(n, -1, -1, -1).clone(), strength, labels=_parse_labels(labels), seed=seed,
-                      **_sample_options(sampler, steps, None, None, None, None))
+                      **_sample_options(sampler, steps, guidance, None, None, None))
     _write_images(torch.cat([x, y]), out, None, nrow=n + 1)
 
 
@@ -293,14 +281,14 @@ def interpolate_cmd(
     frames: int = typer.Option(8),
     out: Path = typer.Option(...),
     labels: str | None = typer.Option(None), device: str = typer.Option("auto"),
-    sampler: str | None = SAMPLER, steps: int | None = STEPS,
+    sampler: str | None = SAMPLER, steps: int | None = STEPS, truncation: float | None = TRUNCATION,
 ) -> None:
     """A strip of images morphing from A to B (or between the samples of two seeds)."""
     from .api import load
     from .data import load_image
 
     model = load(run, device=device)
-    options = _sample_options(sampler, steps, None, None, None, None)
+    options = _sample_options(sampler, steps, None, None, truncation, None)
     if seeds is not None:
         try:
             seed_pair = tuple(int(s) for s in seeds.split(","))
