@@ -307,7 +307,7 @@ def test_cas_and_augmentation_gain_on_synthetic_data():
 
 
 # sanity floors for the shipped weights; docs/evaluation.md gives the measured accuracies and targets
-@pytest.mark.parametrize("dataset,minimum", [("mnist", 0.99), ("fashion-mnist", 0.91)])
+@pytest.mark.parametrize("dataset,minimum", [("mnist", 0.99), ("fashion-mnist", 0.90)])
 def test_packaged_classifier_accuracy(dataset, minimum):
     path = clf.packaged_weights(dataset)
     if not path.is_file():
