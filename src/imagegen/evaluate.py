@@ -394,7 +394,7 @@ def evaluate_run(path: str | Path, opts: EvalOptions, sample_options: dict | Non
 def _run_nll(model, dataset, opts, run_proto, result, base_cfg):
     from . import registry
     from .api import pick_device
-    from .metrics.nll import evaluate_nll
+    from .likelihood import conditioning, images_nll, summarize
 
     if "nll" not in registry.capabilities(model.family):
         raise ImagegenError(f"the {model.family} family has no likelihood; 'nll' works for families that "
@@ -406,13 +406,13 @@ def _run_nll(model, dataset, opts, run_proto, result, base_cfg):
     if n < images.shape[0]:
         desc = dict(desc, ref_subset=f"first {n} of {images.shape[0]}")
         images, labels = images[:n], None if labels is None else labels[:n]
-    cond = bool(getattr(model.config.model, "class_cond", False)) and model.info.num_classes > 0
-    res = evaluate_nll(lambda x, y: model.nll(x, labels=y if cond else None, batch_size=opts.batch_size),
-                       images, labels, model.info.num_dims, opts.batch_size, opts.progress)
+    res = summarize(images_nll(model, images, labels, opts.batch_size, progress=opts.progress), model.info.num_dims)
+    res["nll_nats"], res["nll_nats_sem"] = res["nats"], res["nats_sem"]
     device = pick_device(opts.device)
     proto = dict({"dataset": dataset, "ref_split": opts.ref, "n_ref": res["n"], **desc,
                   "num_dims": model.info.num_dims, "bits": model.info.bits,
                   "nll_kind": getattr(getattr(model, "fam", None), "NLL_KIND", "as the family documents"),
+                  "conditioning": conditioning(model, False),
                   "unit": "nats per image; bits/dim = nats / (D ln 2)"}, **run_proto, **software_protocol(device))
     for key, sem_key in (("nll_nats", "nll_nats_sem"), ("bits_per_dim", "bits_per_dim_sem")):
         result["metrics"][key] = {"value": res[key], "sem": res[sem_key], "protocol": proto}

@@ -4,9 +4,9 @@
 * ``prdc``: precision/recall (k=3) and density/coverage (k=5) in any feature space.
 * ``classifier``: the small MNIST / Fashion-MNIST CNN (feature space, classifier score, class accuracy).
 * ``cas``: Classification Accuracy Score and augmentation gain.
-* ``nll``: nats per image and bits per dimension through a family's ``nll``.
 
-``imagegen.evaluate`` puts them together with a recorded protocol.
+``imagegen.evaluate`` puts them together with a recorded protocol; likelihoods come from
+``imagegen.likelihood`` (the one NLL implementation, shared with ``imagegen eval-nll``).
 """
 
 from .fid import feature_stats, fid_from_features, frechet_distance, kid
