@@ -24,19 +24,12 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import time
 from pathlib import Path
 
 import torch
 
-
-def _commit() -> str:
-    try:
-        return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True,
-                                       stderr=subprocess.DEVNULL).strip()
-    except Exception:
-        return "unknown"
+from imagegen.evaluate import commit_label
 
 
 def _print_table(rows: list[dict]) -> None:
@@ -90,7 +83,7 @@ def main() -> None:
     hw = torch.cuda.get_device_name(0) if (args.device != "cpu" and torch.cuda.is_available()) else \
         f"CPU {platform.machine()} ({os.cpu_count()} cores visible, {torch.get_num_threads()} threads)"
     header = {"preset": args.preset, "budget": args.budget, "step": model.step,
-              "train_s_this_call": round(train_s), "device": hw, "commit": _commit(), "seed": args.seed}
+              "train_s_this_call": round(train_s), "device": hw, "commit": commit_label(), "seed": args.seed}
     print(json.dumps({"case": "run", **header}), flush=True)
 
     rows = []

@@ -21,22 +21,14 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import time
 
 import torch
 
 from imagegen import config
 from imagegen.data import DataInfo
+from imagegen.evaluate import commit_label
 from imagegen.families import diffusion as D
-
-
-def _commit() -> str:
-    try:
-        return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True,
-                                       stderr=subprocess.DEVNULL).strip()
-    except Exception:
-        return "unknown"
 
 
 def _sync(device: torch.device) -> None:
@@ -228,7 +220,7 @@ def main() -> None:
     x1 = torch.zeros(1, channels, size, size, device=device)
     flops = forward_flops(ours0.unet, x1, torch.tensor([500.0], device=device))
     meta = {"preset": preset, "params_M": round(params / 1e6, 3), "fwd_GFLOP_per_img": round(flops / 1e9, 3),
-            "device": hw, "torch": torch.__version__, "commit": _commit(), "train_batch": bs,
+            "device": hw, "torch": torch.__version__, "commit": commit_label(), "train_batch": bs,
             "sample_n": n_sample, "ddim_steps": s_steps}
     print(json.dumps({"case": "info", "impl": "ours", **meta}), flush=True)
     peer_flops = None

@@ -27,11 +27,12 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import time
 from pathlib import Path
 
 import torch
+
+from imagegen.evaluate import commit_label
 
 RECIPES: dict[str, tuple[str, list[str]]] = {
     "dcgan": ("gan-mnist", []),
@@ -41,14 +42,6 @@ RECIPES: dict[str, tuple[str, list[str]]] = {
                                    "model.d_channels=64", "train.ema_decay=0.999", "data.hflip=false"]),
     "modern-cifar": ("gan-cifar10", []),
 }
-
-
-def _commit() -> str:
-    try:
-        return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True,
-                                       stderr=subprocess.DEVNULL).strip()
-    except Exception:
-        return "unknown"
 
 
 def _device_name(device: str) -> str:
@@ -121,7 +114,7 @@ def _throughput_one(recipe: str, args) -> dict:
             "steps": n, "seconds": round(dt, 1), "img_per_s": round(n * cfg.train.batch_size / dt, 1),
             "G_Mparams": round(sum(p.numel() for p in net.G.parameters()) / 1e6, 2),
             "D_Mparams": round(sum(p.numel() for p in net.D.parameters()) / 1e6, 2),
-            "device": _device_name(args.device), "seed": args.seed, "commit": _commit()}
+            "device": _device_name(args.device), "seed": args.seed, "commit": commit_label()}
 
 
 def quality(args) -> list[dict]:
@@ -161,7 +154,7 @@ def quality(args) -> list[dict]:
                    "kimg": round(meta["images_seen"] / 1000, 1), "img_per_s": rates[len(rates) // 2],
                    "fid": round(result["summary"]["fid"], 2), "n_gen": args.n, "ref": "test",
                    "truncation": args.truncation or "off", "device": _device_name(args.device),
-                   "seed": args.seed, "commit": _commit()}
+                   "seed": args.seed, "commit": commit_label()}
             (Path(run) / "bench.json").write_text(json.dumps(row, indent=2))
             rows.append(row)
             _print_table([row])

@@ -21,11 +21,12 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import time
 from pathlib import Path
 
 import torch
+
+from imagegen.evaluate import commit_label
 
 
 def main() -> None:
@@ -61,10 +62,7 @@ def main() -> None:
     opts = {"marginal": True} if cfg["model"].get("class_cond") else {}
     result = evaluate_nll(run, split="test", data_root=args.data_root, n=args.n_test,
                           batch_size=args.batch_size, seed=args.seed, **opts)
-    try:
-        commit = subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True).strip()
-    except Exception:
-        commit = "unknown"
+    commit = commit_label()
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else \
         f"CPU ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
     row = {

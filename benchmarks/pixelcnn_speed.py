@@ -18,10 +18,11 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import time
 
 import torch
+
+from imagegen.evaluate import commit_label
 
 
 def main() -> None:
@@ -80,10 +81,7 @@ def main() -> None:
         identical = bool(torch.equal(x_naive, x_cached))
     naive_total = t_naive * scale
 
-    try:
-        commit = subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True).strip()
-    except Exception:
-        commit = "unknown"
+    commit = commit_label()
     dev = torch.cuda.get_device_name(device) if device.type == "cuda" else \
         f"CPU ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
     params = sum(p.numel() for p in model.parameters())

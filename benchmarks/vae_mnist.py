@@ -13,11 +13,12 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import time
 from pathlib import Path
 
 import torch
+
+from imagegen.evaluate import commit_label
 
 
 def main() -> None:
@@ -43,10 +44,7 @@ def main() -> None:
     rates = [r["img_per_s"] for r in logs[1:]] or [logs[-1]["img_per_s"]]
     result = evaluate_nll(run, split="test", data_root=args.data_root, n=args.n_test, batch_size=50,
                           seed=args.seed, k=args.k)
-    try:
-        commit = subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True).strip()
-    except Exception:
-        commit = "unknown"
+    commit = commit_label()
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
     row = {
         "preset": args.preset, "budget": args.budget, "train_seconds": round(train_s, 1),

@@ -67,3 +67,16 @@ def make_folder(root: Path, classes=("cat", "dog"), per_class: int = 3, size: in
             im.save(p)
             files.append(p)
     return files
+
+
+def run_cli(argv, capsys) -> tuple[int, str, str]:
+    """Run ``imagegen ARGV`` in-process; return (exit code, stdout, stderr)."""
+    from imagegen.cli import main
+
+    try:
+        main([str(a) for a in argv])
+        code = 0
+    except SystemExit as e:
+        code = e.code or 0
+    out = capsys.readouterr()
+    return code, out.out, out.err

@@ -7,21 +7,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from helpers import run_cli
 from imagegen.cli import main
 
 TINY = ["--set", "model.latent_dim=4", "--set", "model.base_channels=8", "--set", "model.channel_mult=1,1",
         "--set", "train.batch_size=16", "--set", "train.log_every=1", "--set", "data.limit=64",
         "--set", "model.nll_samples=4"]
-
-
-def run(argv, capsys):
-    try:
-        main([str(a) for a in argv])
-        code = 0
-    except SystemExit as e:
-        code = e.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture(scope="module")
@@ -33,12 +24,12 @@ def trained(tmp_path_factory):
 
 
 def test_list(capsys):
-    code, out, _ = run(["list"], capsys)
+    code, out, _ = run_cli(["list"], capsys)
     assert code == 0 and "vae" in out and "digits" in out and "vae-mnist" in out
 
 
 def test_dry_run_prints_resolved_config(capsys):
-    code, out, _ = run(["train", "--preset", "vae-mnist", "--set", "model.latent_dim=16", "--set",
+    code, out, _ = run_cli(["train", "--preset", "vae-mnist", "--set", "model.latent_dim=16", "--set",
                         "train.batch_size=256", "--dry-run"], capsys)
     cfg = json.loads(out)
     assert code == 0 and cfg["model"]["latent_dim"] == 16 and cfg["train"]["batch_size"] == 256
@@ -47,24 +38,24 @@ def test_dry_run_prints_resolved_config(capsys):
 
 def test_train_info_and_sample(trained, tmp_path, capsys):
     assert (trained / "config.json").is_file()
-    code, out, _ = run(["info", trained], capsys)
+    code, out, _ = run_cli(["info", trained], capsys)
     assert code == 0 and "family:      vae" in out and "step:        4" in out
-    code, out, _ = run(["sample", trained, "--n", "6", "--labels", "3", "--out", tmp_path / "g.png"], capsys)
+    code, out, _ = run_cli(["sample", trained, "--n", "6", "--labels", "3", "--out", tmp_path / "g.png"], capsys)
     assert code == 0 and Image.open(tmp_path / "g.png").size[0] > 16
-    code, _, _ = run(["sample", trained, "--n", "3", "--labels", "0,1,2", "--out-dir", tmp_path / "s",
+    code, _, _ = run_cli(["sample", trained, "--n", "3", "--labels", "0,1,2", "--out-dir", tmp_path / "s",
                       "--temperature", "0.5"], capsys)
     assert code == 0 and len(list((tmp_path / "s").glob("*.png"))) == 3
     assert Image.open(tmp_path / "s" / "000000.png").size == (16, 16)
 
 
 def test_eval_nll(trained, tmp_path, capsys):
-    code, out, _ = run(["eval-nll", trained, "--split", "test", "--n", "10", "--out", tmp_path / "nll.json"],
+    code, out, _ = run_cli(["eval-nll", trained, "--split", "test", "--n", "10", "--out", tmp_path / "nll.json"],
                        capsys)
     assert code == 0 and "bits/dim" in out
     result = json.loads((tmp_path / "nll.json").read_text())
     assert result["n"] == 10 and result["nats"] > 0 and "IWAE" in result["bound"]
     assert result["conditioning"] == "marginal over uniform labels"
-    code, out, _ = run(["eval-nll", trained, "--n", "10", "--conditional", "--out", tmp_path / "c.json"], capsys)
+    code, out, _ = run_cli(["eval-nll", trained, "--n", "10", "--conditional", "--out", tmp_path / "c.json"], capsys)
     cond = json.loads((tmp_path / "c.json").read_text())
     assert code == 0 and cond["conditioning"].startswith("-log p(x|y)")
     # -log (1/K) sum_y p(x|y) <= -log p(x|y_true) + log K (up to the IWAE bounds' sampling noise)
@@ -76,15 +67,16 @@ def test_inpaint_complete_interpolate(trained, tmp_path, capsys):
     Image.fromarray((np.random.default_rng(0).random((16, 16)) * 255).astype(np.uint8), "L").save(img)
     mask = tmp_path / "m.png"
     Image.fromarray(np.concatenate([np.full((8, 16), 255), np.zeros((8, 16))]).astype(np.uint8), "L").save(mask)
-    code, _, err = run(["inpaint", trained, "--image", img, "--mask", mask, "--labels", "1", "--out",
+    code, _, err = run_cli(["inpaint", trained, "--image", img, "--mask", mask, "--labels", "1", "--out",
                         tmp_path / "f.png"], capsys)
     assert code == 0, err
-    code, _, err = run(["complete", trained, "--image", img, "--keep", "top-half", "--n", "3", "--labels", "2",
+    code, _, err = run_cli(["complete", trained, "--image", img, "--keep", "top-half", "--n", "3", "--labels", "2",
                         "--out", tmp_path / "c.png"], capsys)
     assert code == 0, err
-    code, _, err = run(["interpolate", trained, "--a", img, "--b", img, "--frames", "4", "--labels", "5",
+    code, _, err = run_cli(["interpolate", trained, "--a", img, "--b", img, "--frames", "4", "--labels", "5",
                         "--out", tmp_path / "i.png"], capsys)
-    assert code == 0, err and (tmp_path / "i.png").is_file()
+    assert code == 0, err
+    assert (tmp_path / "i.png").is_file()
 
 
 @pytest.mark.parametrize("argv,needle", [
@@ -95,7 +87,7 @@ def test_inpaint_complete_interpolate(trained, tmp_path, capsys):
     (["sample", "/nonexistent/run", "--out", "x.png"], "does not exist"),
 ])
 def test_errors_are_one_line(argv, needle, capsys):
-    code, _, err = run(argv, capsys)
+    code, _, err = run_cli(argv, capsys)
     assert code == 2
     lines = [line for line in err.strip().splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and needle in lines[0] and "Traceback" not in err
@@ -104,5 +96,5 @@ def test_errors_are_one_line(argv, needle, capsys):
 def test_denoise_unsupported_is_clear(trained, tmp_path, capsys):
     img = tmp_path / "x.png"
     Image.new("L", (16, 16)).save(img)
-    code, _, err = run(["denoise", trained, "--image", img, "--out", tmp_path / "d.png"], capsys)
+    code, _, err = run_cli(["denoise", trained, "--image", img, "--out", tmp_path / "d.png"], capsys)
     assert code == 2 and "does not support 'denoise'" in err

@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from helpers import run_cli
 from imagegen import evaluate
 from imagegen.cli import main
 from imagegen.config import DataConfig
@@ -32,16 +33,6 @@ class TinyNet(FeatureNet):
 
 TINY = ["--set", "model.latent_dim=4", "--set", "model.base_channels=8", "--set", "model.channel_mult=1,1",
         "--set", "train.batch_size=16", "--set", "data.limit=64", "--set", "model.nll_samples=4"]
-
-
-def run(argv, capsys):
-    try:
-        main([str(a) for a in argv])
-        code = 0
-    except SystemExit as e:
-        code = e.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture(autouse=True)
@@ -72,7 +63,7 @@ PROTOCOL_FIELDS = ("dataset", "ref_split", "n_gen", "n_ref", "feature_net", "fea
 
 def test_eval_run_writes_every_number_with_its_protocol(trained, tmp_path, capsys):
     out = tmp_path / "eval.json"
-    code, stdout, err = run(["eval", trained, "--metrics", "fid,kid,pr,dc,nll", "--n", 40, "--ref", "test",
+    code, stdout, err = run_cli(["eval", trained, "--metrics", "fid,kid,pr,dc,nll", "--n", 40, "--ref", "test",
                              "--kid-subsets", 4, "--out", out, "--device", "cpu", "--batch-size", 16], capsys)
     assert code == 0, err
     res = json.loads(out.read_text())
@@ -89,7 +80,7 @@ def test_eval_run_writes_every_number_with_its_protocol(trained, tmp_path, capsy
     assert res["summary"]["bits_per_dim"] > 0 and res["metrics"]["bits_per_dim"]["protocol"]["n_ref"] == 40
     assert "fid" in stdout and f"wrote {out}" in stdout
     # the second evaluation reuses the cached reference features
-    run(["eval", trained, "--metrics", "fid", "--n", 40, "--out", out, "--device", "cpu"], capsys)
+    run_cli(["eval", trained, "--metrics", "fid", "--n", 40, "--out", out, "--device", "cpu"], capsys)
     assert json.loads(out.read_text())["metrics"]["fid"]["protocol"]["ref_cache_hit"] is True
 
 
@@ -116,7 +107,7 @@ def test_eval_folder_with_class_subfolders(tmp_path, capsys):
         d.mkdir(parents=True, exist_ok=True)
         Image.fromarray(test.images[i, 0].numpy(), "L").save(d / f"{i:03d}.png")
     out = tmp_path / "f.json"
-    code, _, err = run(["eval-folder", tmp_path / "gen", "--data", "digits", "--metrics", "fid,kid",
+    code, _, err = run_cli(["eval-folder", tmp_path / "gen", "--data", "digits", "--metrics", "fid,kid",
                         "--kid-subsets", 2, "--out", out, "--device", "cpu"], capsys)
     assert code == 0, err
     res = json.loads(out.read_text())
@@ -125,9 +116,11 @@ def test_eval_folder_with_class_subfolders(tmp_path, capsys):
 
 
 def test_ref_stats_caches(capsys):
-    code, out1, err = run(["ref-stats", "--data", "digits", "--split", "test", "--n", 50, "--device", "cpu"], capsys)
-    assert code == 0, err and "computed" in out1
-    code, out2, _ = run(["ref-stats", "--data", "digits", "--split", "test", "--n", 50, "--device", "cpu"], capsys)
+    argv = ["ref-stats", "--data", "digits", "--split", "test", "--n", 50, "--device", "cpu"]
+    code, out1, err = run_cli(argv, capsys)
+    assert code == 0, err
+    assert "computed" in out1
+    code, out2, _ = run_cli(argv, capsys)
     assert "already cached" in out2
 
 
@@ -139,7 +132,7 @@ def test_ref_stats_caches(capsys):
     (["train-classifier", "--data", "cifar10"], "supports mnist and fashion-mnist"),
 ])
 def test_eval_errors_are_one_line(argv, needle, capsys):
-    code, _, err = run(argv, capsys)
+    code, _, err = run_cli(argv, capsys)
     assert code == 2
     lines = [line for line in err.strip().splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and needle in lines[0] and "Traceback" not in err
@@ -148,7 +141,7 @@ def test_eval_errors_are_one_line(argv, needle, capsys):
 def test_cacc_on_unconditional_run_is_a_clear_error(tmp_path, capsys):
     out = tmp_path / "run"
     main(["train", "vae", "--data", "digits", "--steps", "1", "--out", str(out), *TINY])
-    code, _, err = run(["eval", out, "--metrics", "fid,cacc", "--n", 20, "--device", "cpu"], capsys)
+    code, _, err = run_cli(["eval", out, "--metrics", "fid,cacc", "--n", 20, "--device", "cpu"], capsys)
     assert code == 2 and "class-conditional" in err
 
 

@@ -79,7 +79,7 @@ def parse_list(text: str | list[str] | None, valid: tuple[str, ...], what: str) 
 # ---------------------------------------------------------------------------------------------- provenance
 
 
-def _git_commit() -> dict:
+def git_commit() -> dict:
     here = Path(__file__).resolve().parent
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
@@ -91,6 +91,14 @@ def _git_commit() -> dict:
         return {"git_commit": commit.stdout.strip(), "git_dirty": bool(dirty.stdout.strip())}
     except (OSError, subprocess.SubprocessError):
         return {"git_commit": None}
+
+
+def commit_label() -> str:
+    """Short commit id for benchmark tables, '+dirty' when tracked files differ from it."""
+    c = git_commit()
+    if not c.get("git_commit"):
+        return "unknown"
+    return c["git_commit"][:9] + ("+dirty" if c.get("git_dirty") else "")
 
 
 def software_protocol(device: torch.device) -> dict:
@@ -105,7 +113,7 @@ def software_protocol(device: torch.device) -> dict:
     dev = str(device)
     if device.type == "cuda":
         dev += f" ({torch.cuda.get_device_name(device)})"
-    return {"imagegen_version": __version__, **_git_commit(), "torch": torch.__version__,
+    return {"imagegen_version": __version__, **git_commit(), "torch": torch.__version__,
             "clean_fid": cleanfid_version, "python": platform.python_version(), "device": dev}
 
 
