@@ -36,6 +36,7 @@ def main() -> None:
     import imagegen
     from imagegen.likelihood import evaluate_nll
 
+    commit = commit_label()  # before training: the code that ran, not what HEAD became meanwhile
     t0 = time.perf_counter()
     run = imagegen.train(preset=args.preset, out=args.out, budget=args.budget, fresh=True,
                          overrides=[f"data.root={args.data_root}", f"train.seed={args.seed}", *args.overrides])
@@ -44,7 +45,6 @@ def main() -> None:
     rates = [r["img_per_s"] for r in logs[1:]] or [logs[-1]["img_per_s"]]
     result = evaluate_nll(run, split="test", data_root=args.data_root, n=args.n_test, batch_size=50,
                           seed=args.seed, k=args.k)
-    commit = commit_label()
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
     row = {
         "preset": args.preset, "budget": args.budget, "train_seconds": round(train_s, 1),

@@ -184,7 +184,7 @@ def default_train_config(dataset: str) -> ClassifierTrainConfig:
     """The recipe the packaged weights were trained with (digits must not be flipped; clothes may be)."""
     if dataset == "fashion-mnist":
         return ClassifierTrainConfig(epochs=4, shift_px=2, hflip=True)
-    return ClassifierTrainConfig(epochs=3, shift_px=2, hflip=False)
+    return ClassifierTrainConfig(epochs=6, shift_px=2, hflip=False)
 
 
 def _augment(x: torch.Tensor, shift_px: int, hflip: bool, g: torch.Generator) -> torch.Tensor:
