@@ -36,6 +36,18 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+def _images_per_s(step, warm: int, steps: int, bs: int, device) -> float:
+    """Run ``step`` ``warm`` times untimed, then ``steps`` times timed; images per second."""
+    for _ in range(warm):
+        step()
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    return bs * steps / (time.perf_counter() - t0)
+
+
 def _print_table(rows: list[dict]) -> None:
     keys = list(dict.fromkeys(k for r in rows for k in r))
     widths = {k: max(len(k), *(len(str(r.get(k, ""))) for r in rows)) for k in keys}
@@ -74,14 +86,7 @@ def bench_train_ours(model, info, device, bs, bf16, steps, warm) -> float:
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    for _ in range(warm):
-        step()
-    _sync(device)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    _sync(device)
-    return bs * steps / (time.perf_counter() - t0)
+    return _images_per_s(step, warm, steps, bs, device)
 
 
 def bench_sample_ours(model, device, n, steps, bf16) -> float:
@@ -139,14 +144,7 @@ def bench_train_peer(model, info, device, bs, bf16, steps, warm, channels_last, 
         loss.backward()
         opt.step()
 
-    for _ in range(warm):
-        step()
-    _sync(device)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    _sync(device)
-    return bs * steps / (time.perf_counter() - t0)
+    return _images_per_s(step, warm, steps, bs, device)
 
 
 def bench_sample_peer(model, info, device, n, steps, bf16) -> float:
