@@ -89,7 +89,8 @@ def test_pipeline_matches_clean_fid_on_image_folders(tmp_path):
             return torch.nn.functional.adaptive_avg_pool2d(x, 8).flatten(1) @ proj
 
     ours = fidm.InceptionFeatures.__new__(fidm.InceptionFeatures)
-    ours.net, ours._layers, ours.device, ours.path = TinyNormalised(), None, torch.device("cpu"), "tiny"
+    ours.net, ours.device, ours.path = TinyNormalised(), torch.device("cpu"), "tiny"
+    ours._plain = ours._fast = ours.net
     ours.dim = 6
     sets = []
     for k, (shape, mode) in enumerate((((10, 1, 12, 12), "L"), ((10, 3, 12, 12), "RGB"))):
@@ -238,6 +239,8 @@ def test_real_inception_features_are_finite_2048(monkeypatch):
     u8 = torch.randint(0, 256, (3, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     f = net.features(u8, progress=False)
     assert f.shape == (3, 2048) and torch.isfinite(f).all() and (f >= 0).all()  # pool after ReLU
+    plain = net._forward(u8, fast=False)  # the frozen CPU graph computes the archive's own features
+    torch.testing.assert_close(f, plain, rtol=1e-4, atol=1e-4)
     assert net.protocol()["feature_net_sha256"] == fidm.file_sha256(path)
 
 
@@ -267,21 +270,24 @@ def _two_class_images(n, seed):
     return x.clamp(0, 255).to(torch.uint8), y
 
 
-def test_classifier_fit_save_load_roundtrip(tmp_path):
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_classifier_fit_save_load_roundtrip(tmp_path, batch_norm):
     x, y = _two_class_images(96, 0)
-    cfg = clf.ClassifierTrainConfig(epochs=2, batch_size=32, width=8, seed=0)
+    cfg = clf.ClassifierTrainConfig(epochs=2, batch_size=32, width=8, seed=0, batch_norm=batch_norm)
     model = clf.fit(x, y, 2, cfg, progress=False)
     xt, yt = _two_class_images(64, 1)
     assert clf.accuracy(model, xt, yt) > 0.9
     # save as train_classifier does and load through load_classifier
     from imagegen.checkpoint import atomic_save_tensors
 
-    meta = {"dataset": "mnist", "num_classes": 2, "width": 8, "test_accuracy": 1.0}
+    meta = {"dataset": "mnist", "num_classes": 2, "width": 8, "test_accuracy": 1.0, "batch_norm": batch_norm}
     path = tmp_path / "c.safetensors"
     atomic_save_tensors(model.state_dict(), path, metadata={"imagegen_classifier": __import__("json").dumps(meta)})
     net = clf.load_classifier("mnist", path)
     feats, logits = net.features_and_logits(xt)
     assert feats.shape == (64, clf.FEATURE_DIM) and logits.shape == (64, 2)
+    with torch.no_grad():  # the loaded net (eval mode, BN running statistics) computes the trained model's features
+        torch.testing.assert_close(feats, model.eval().features(clf.to_classifier_input(xt)))
     assert clf.class_accuracy(logits, yt) > 0.9
     assert net.protocol()["feature_net_sha256"] == fidm.file_sha256(path)
     with pytest.raises(ImagegenError, match="no classifier"):

@@ -138,7 +138,7 @@ def register(app: typer.Typer) -> None:
     def train_classifier_cmd(
         data: str = typer.Option(..., help="mnist or fashion-mnist"),
         data_root: str | None = typer.Option(None, help="dataset root (default $IMAGEGEN_DATA or the cache)"),
-        epochs: int | None = typer.Option(None, help="default: 6 (mnist), 4 (fashion-mnist)"),
+        epochs: int | None = typer.Option(None, help="default: 6 (mnist), 15 (fashion-mnist)"),
         batch_size: int = typer.Option(128),
         lr: float = typer.Option(2e-3, help="peak learning rate (one-cycle)"),
         seed: int = typer.Option(0),

@@ -38,14 +38,18 @@ class SmallCNN(nn.Module):
     """conv-ReLU, pool, conv-ReLU x2, pool, FC-128-ReLU (the feature layer), dropout, FC-classes.
 
     About 0.47M parameters; sized so that a few CPU epochs reach >= 99.3% on MNIST and >= 93% on
-    Fashion-MNIST. No batch norm: on a CPU it costs more than the convolutions here (measured 2-4x per
-    step), and the features then do not depend on train/eval mode."""
+    Fashion-MNIST. ``batch_norm`` puts BatchNorm after each convolution (the Fashion-MNIST recipe: it
+    gains the last accuracy point; in channels_last it costs little on CPU). Features are always taken
+    in eval mode, so they are deterministic either way."""
 
     def __init__(self, num_classes: int = 10, width: int = 32, feature_dim: int = FEATURE_DIM,
-                 dropout: float = 0.3):
+                 dropout: float = 0.3, batch_norm: bool = False):
         super().__init__()
 
         def block(c_in, c_out):
+            if batch_norm:
+                return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out),
+                        nn.ReLU(inplace=True)]
             return [nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU(inplace=True)]
 
         self.body = nn.Sequential(
@@ -141,7 +145,8 @@ def load_classifier(dataset: str, path: str | Path | None = None, device=None) -
         raise ImagegenError(f"{p} is not a readable classifier weights file ({e}); retrain it with "
                             f"'imagegen train-classifier'") from None
     model = SmallCNN(num_classes=int(meta.get("num_classes", 10)), width=int(meta.get("width", 32)),
-                     feature_dim=int(meta.get("feature_dim", FEATURE_DIM)))
+                     feature_dim=int(meta.get("feature_dim", FEATURE_DIM)),
+                     batch_norm=bool(meta.get("batch_norm", False)))
     model.load_state_dict(state)
     return ClassifierNet(model, meta, p, device)
 
@@ -177,13 +182,14 @@ class ClassifierTrainConfig:
     shift_px: int = 2  # random translations up to this many pixels (augmentation)
     hflip: bool = False  # random horizontal flips (sensible for Fashion-MNIST, not digits)
     width: int = 32
+    batch_norm: bool = False
     seed: int = 0
 
 
 def default_train_config(dataset: str) -> ClassifierTrainConfig:
     """The recipe the packaged weights were trained with (digits must not be flipped; clothes may be)."""
     if dataset == "fashion-mnist":
-        return ClassifierTrainConfig(epochs=4, shift_px=2, hflip=True)
+        return ClassifierTrainConfig(epochs=15, shift_px=2, hflip=True, batch_norm=True)
     return ClassifierTrainConfig(epochs=6, shift_px=2, hflip=False)
 
 
@@ -218,7 +224,8 @@ def fit(images_u8: torch.Tensor, labels: torch.Tensor, num_classes: int, cfg: Cl
     n = x_all.shape[0]
     if n < 2:
         raise ImagegenError(f"need at least 2 labelled images to train a classifier, got {n}")
-    model = SmallCNN(num_classes, width=cfg.width).to(device, memory_format=torch.channels_last)
+    model = SmallCNN(num_classes, width=cfg.width, batch_norm=cfg.batch_norm).to(device,
+                                                                                 memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     bs = min(cfg.batch_size, n)
     steps_per_epoch = max(1, n // bs)

@@ -150,20 +150,33 @@ class InceptionFeatures(FeatureNet):
             raise ImagegenError(f"{self.path} is not a loadable TorchScript Inception network ({e}); pass "
                                 f"--inception-weights PATH to a valid file or unset IMAGEGEN_INCEPTION") from None
         self.net = net.eval()
-        self._layers = getattr(net, "layers", None)
+        layers = getattr(net, "layers", None)
+        self._plain = layers if layers is not None else self.net  # normalised 299x299 input -> features
+        self._fast = _inference_module(self._plain) if self.device.type == "cpu" else self._plain
 
-    def _forward(self, u8: torch.Tensor) -> torch.Tensor:
+    def _forward(self, u8: torch.Tensor, fast: bool = True) -> torch.Tensor:
         x = clean_resize(u8).to(self.device)  # (B, 3, 299, 299) in [0, 255]
         x = (x - 128.0) / 128.0  # the TF graph's own normalisation
-        if self._layers is not None:
-            feats = self._layers.forward(x)
-        else:
-            feats = self.net(x)
+        # channels_last + a frozen oneDNN graph: 1.6x faster on a 2-core CPU, same features to ~1e-5
+        x = x.contiguous(memory_format=torch.channels_last)
+        feats = (self._fast if fast else self._plain)(x)
         feats = feats.reshape(x.shape[0], -1)
         if feats.shape[1] != self.dim:
             raise ImagegenError(f"{self.path} returns {feats.shape[1]}-d features, not the 2048-d Inception pool "
                                 f"features; point --inception-weights at the FID Inception network")
         return feats
+
+
+def _inference_module(module: torch.jit.ScriptModule) -> torch.jit.ScriptModule:
+    """Freeze a TorchScript module and fold it for CPU inference; the module itself when that fails."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # jit.freeze is deprecated, still supported
+            return torch.jit.optimize_for_inference(torch.jit.freeze(module.eval()))
+    except Exception:  # an archive layout freeze cannot handle: run it as it is
+        return module
 
 
 def inception_cache_path() -> Path:
