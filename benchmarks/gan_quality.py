@@ -9,6 +9,14 @@
     python benchmarks/gan_quality.py quality --datasets mnist,fashion-mnist --budget 20m \
         --data-root ../shared/data --inception-weights ../shared/weights/inception-2015-12-05-features.pt
 
+    # the cheap score on CPU: Frechet distance in the MNIST classifier's features (cfd), 10k samples;
+    # then Inception FID of the same runs at a smaller n
+    python benchmarks/gan_quality.py quality --datasets mnist --recipes dcgan,modern-cnn --budget 20m \
+        --metrics cfd --data-root ../shared/data
+    python benchmarks/gan_quality.py quality --datasets mnist --recipes dcgan,modern-cnn --skip-train \
+        --metrics fid --n 2000 --data-root ../shared/data \
+        --inception-weights ../shared/weights/inception-2015-12-05-features.pt
+
     # CIFAR-10 from the JPEG copy (an image folder with train/ and test/), modern recipe, on a GPU
     python benchmarks/gan_quality.py quality --datasets folder:../shared/data/cifar10-jpeg \
         --recipes modern-cifar --budget 30m --inception-weights ../shared/weights/inception-2015-12-05-features.pt
@@ -135,8 +143,11 @@ def quality(args) -> list[dict]:
             if args.data_root:
                 items.append(f"data.root={args.data_root}")
             t0 = time.perf_counter()
-            run = train_run(preset=preset, out=out, budget=args.budget, fresh=True, overrides=items,
-                                 progress=not args.quiet)
+            if args.skip_train:  # re-score an earlier run (e.g. with other metrics or another n)
+                run = out
+            else:
+                run = train_run(preset=preset, out=out, budget=args.budget, fresh=True, overrides=items,
+                                progress=not args.quiet)
             train_s = time.perf_counter() - t0
             meta = checkpoint.load(run).meta
             log_file = Path(run) / "metrics.jsonl"
@@ -144,18 +155,22 @@ def quality(args) -> list[dict]:
             # median of the logged rates (skipping the first, which holds start-up); without logs (a very
             # short run) the overall rate, start-up included
             rates = sorted(r["img_per_s"] for r in logs[1:]) or [round(meta["images_seen"] / meta["elapsed_s"], 1)]
-            opts = EvalOptions(metrics=["fid"], n=args.n, ref="test", data_root=args.data_root,
+            metrics = args.metrics.split(",")
+            opts = EvalOptions(metrics=metrics, n=args.n, ref="test", data_root=args.data_root,
                                inception_weights=args.inception_weights, device=args.device, seed=args.seed,
                                progress=not args.quiet)
+            t1 = time.perf_counter()
             result = evaluate_run(run, opts, sample_options={"truncation": args.truncation} if args.truncation
-                                  else None, out=Path(run) / "fid.json")
+                                  else None, out=Path(run) / f"eval-{'-'.join(metrics)}-{args.n}.json")
+            scores = {k: round(v, 3) for k, v in result["summary"].items() if isinstance(v, float)}
             row = {"data": tag, "recipe": recipe, "arch": cfg.model.arch, "loss": cfg.model.loss,
-                   "budget": args.budget, "train_s": round(train_s), "steps": meta["step"],
-                   "kimg": round(meta["images_seen"] / 1000, 1), "img_per_s": rates[len(rates) // 2],
-                   "fid": round(result["summary"]["fid"], 2), "n_gen": args.n, "ref": "test",
+                   "budget": args.budget, "train_s": round(train_s) if not args.skip_train else "-",
+                   "steps": meta["step"], "kimg": round(meta["images_seen"] / 1000, 1),
+                   "img_per_s": rates[len(rates) // 2], **scores, "eval_s": round(time.perf_counter() - t1),
+                   "n_gen": args.n, "ref": "test",
                    "truncation": args.truncation or "off", "device": _device_name(args.device),
                    "seed": args.seed, "commit": commit_label()}
-            (Path(run) / "bench.json").write_text(json.dumps(row, indent=2))
+            (Path(run) / f"bench-{'-'.join(metrics)}-{args.n}.json").write_text(json.dumps(row, indent=2))
             rows.append(row)
             _print_table([row])
     return rows
@@ -179,6 +194,8 @@ def main() -> None:
     q.add_argument("--datasets", default="mnist,fashion-mnist")
     q.add_argument("--budget", default="20m", help="wall clock per recipe and dataset, e.g. 20m or 5m")
     q.add_argument("--n", type=int, default=10000, help="generated images for FID")
+    q.add_argument("--metrics", default="fid", help="evaluator metrics, e.g. fid or fid,cfd (classifier FD)")
+    q.add_argument("--skip-train", action="store_true", help="score the runs already under --out")
     q.add_argument("--inception-weights", default=None, help="local TorchScript Inception file (offline)")
     q.add_argument("--truncation", type=float, default=0.0, help="sampling truncation (0: off)")
     q.add_argument("--out", default="runs/bench-gan")
