@@ -312,8 +312,8 @@ def test_cas_and_augmentation_gain_on_synthetic_data():
     assert aug["aug_gain"] == pytest.approx(aug["aug_real_plus_generated"] - aug["aug_real_only"])
 
 
-# sanity floors for the shipped weights; docs/evaluation.md gives the measured accuracies and targets
-@pytest.mark.parametrize("dataset,minimum", [("mnist", 0.99), ("fashion-mnist", 0.90)])
+# the shipped weights meet the targets (docs/evaluation.md gives the measured accuracies)
+@pytest.mark.parametrize("dataset,minimum", [("mnist", 0.993), ("fashion-mnist", 0.93)])  # the targets
 def test_packaged_classifier_accuracy(dataset, minimum):
     path = clf.packaged_weights(dataset)
     if not path.is_file():
