@@ -75,6 +75,7 @@ def main() -> None:
     overrides = [*args.set, f"train.device={args.device}", f"train.seed={args.seed}"]
     if args.data_root:
         overrides.append(f"data.root={args.data_root}")
+    commit = commit_label()  # before training: the code that ran, not what HEAD became meanwhile
     t0 = time.time()
     if not args.skip_train:
         imagegen.train(preset=args.preset, out=out, budget=args.budget, overrides=overrides)
@@ -83,7 +84,7 @@ def main() -> None:
     hw = torch.cuda.get_device_name(0) if (args.device != "cpu" and torch.cuda.is_available()) else \
         f"CPU {platform.machine()} ({os.cpu_count()} cores visible, {torch.get_num_threads()} threads)"
     header = {"preset": args.preset, "budget": args.budget, "step": model.step,
-              "train_s_this_call": round(train_s), "device": hw, "commit": commit_label(), "seed": args.seed}
+              "train_s_this_call": round(train_s), "device": hw, "commit": commit, "seed": args.seed}
     print(json.dumps({"case": "run", **header}), flush=True)
 
     rows = []

@@ -122,7 +122,7 @@ def _throughput_one(recipe: str, args) -> dict:
             "steps": n, "seconds": round(dt, 1), "img_per_s": round(n * cfg.train.batch_size / dt, 1),
             "G_Mparams": round(sum(p.numel() for p in net.G.parameters()) / 1e6, 2),
             "D_Mparams": round(sum(p.numel() for p in net.D.parameters()) / 1e6, 2),
-            "device": _device_name(args.device), "seed": args.seed, "commit": commit_label()}
+            "device": _device_name(args.device), "seed": args.seed, "commit": args.commit}
 
 
 def quality(args) -> list[dict]:
@@ -169,7 +169,7 @@ def quality(args) -> list[dict]:
                    "img_per_s": rates[len(rates) // 2], **scores, "eval_s": round(time.perf_counter() - t1),
                    "n_gen": args.n, "ref": "test",
                    "truncation": args.truncation or "off", "device": _device_name(args.device),
-                   "seed": args.seed, "commit": commit_label()}
+                   "seed": args.seed, "commit": args.commit}
             (Path(run) / f"bench-{'-'.join(metrics)}-{args.n}.json").write_text(json.dumps(row, indent=2))
             rows.append(row)
             _print_table([row])
@@ -201,6 +201,7 @@ def main() -> None:
     q.add_argument("--out", default="runs/bench-gan")
     q.add_argument("--quiet", action="store_true")
     args = ap.parse_args()
+    args.commit = commit_label()  # before training: the code that ran, not what HEAD became meanwhile
     if args.device == "cpu":
         os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
     rows = throughput(args) if args.what == "throughput" else quality(args)

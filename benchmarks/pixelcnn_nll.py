@@ -48,6 +48,7 @@ def main() -> None:
     data = args.data or (None if args.preset else "binarized-mnist")
     tag = (data or args.preset).replace("folder:", "").replace("/", "_").strip("._")
     out = args.out or f"runs/bench-pixelcnn-{tag}"
+    commit = commit_label()  # before training: the code that ran, not what HEAD became meanwhile
     t0 = time.perf_counter()
     run = imagegen.train("pixelcnn", preset=args.preset, data=data, out=out, budget=args.budget, fresh=True,
                          overrides=[f"data.root={args.data_root}", f"train.seed={args.seed}", "train.kimg=null",
@@ -62,7 +63,6 @@ def main() -> None:
     opts = {"marginal": True} if cfg["model"].get("class_cond") else {}
     result = evaluate_nll(run, split="test", data_root=args.data_root, n=args.n_test,
                           batch_size=args.batch_size, seed=args.seed, **opts)
-    commit = commit_label()
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else \
         f"CPU ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
     row = {
