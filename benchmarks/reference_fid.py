@@ -10,7 +10,9 @@ table row per (dataset, features, N), plus the feature networks' throughput.
         python benchmarks/reference_fid.py --datasets mnist --features inception --ns 200
 
 Train images are a seeded random subset of the train split, test images a seeded random subset of the
-test split (all 10,000 when N = 10,000); for N > 10,000 the test side stays at 10,000.
+test split (all 10,000 when N = 10,000); for N > 10,000 the test side stays at 10,000. When the largest N
+covers the whole test split, its features come from (and go to) the evaluator's reference cache, the same
+entry ``imagegen eval`` uses for ``--ref test``; the throughput line then counts only what was computed.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import time
 import torch
 
 from imagegen.api import pick_device
-from imagegen.evaluate import EvalOptions, feature_net, load_reference
+from imagegen.evaluate import EvalOptions, feature_net, load_reference, reference_features
 from imagegen.metrics.fid import feature_stats, frechet_distance, kid
 from imagegen.metrics.prdc import precision_recall
 
@@ -42,7 +44,7 @@ def main() -> None:
     rows = []
     for dataset in args.datasets.split(","):
         train, _, _, _ = load_reference(dataset, "train", None, args.data_root, None, None)
-        test, _, _, _ = load_reference(dataset, "test", None, args.data_root, None, None)
+        test, _, _, test_desc = load_reference(dataset, "test", None, args.data_root, None, None)
         g = torch.Generator().manual_seed(0)
         train_perm = torch.randperm(train.shape[0], generator=g)
         test_perm = torch.randperm(test.shape[0], generator=g)
@@ -51,11 +53,20 @@ def main() -> None:
             n_max = max(ns)
             t0 = time.time()
             f_train = net.features(train[train_perm[:n_max]], args.batch_size, progress=True)
-            f_test = net.features(test[test_perm[:min(n_max, test.shape[0])]], args.batch_size, progress=True)
+            computed = f_train.shape[0]
+            if n_max >= test.shape[0]:  # the whole test split: the evaluator's cached reference features
+                f_all, _, _, info = reference_features(net, dataset, "test", test, test_desc, opts)
+                computed += 0 if info["ref_cache_hit"] else f_all.shape[0]
+                print(f"# test features: {'cached' if info['ref_cache_hit'] else 'computed and cached'} "
+                      f"({info['ref_cache']})", flush=True)
+                f_test = f_all[test_perm]
+            else:
+                f_test = net.features(test[test_perm[:n_max]], args.batch_size, progress=True)
+                computed += f_test.shape[0]
             seconds = time.time() - t0
-            rate = (f_train.shape[0] + f_test.shape[0]) / seconds
+            rate = computed / seconds
             print(f"# {dataset} {net.name} sha256 {net.sha256[:16]}: {rate:.1f} img/s on {device} "
-                  f"({f_train.shape[0] + f_test.shape[0]} images in {seconds:.0f} s)", flush=True)
+                  f"({computed} images in {seconds:.0f} s)", flush=True)
             for n in ns:
                 a, b = f_train[:n], f_test[:min(n, f_test.shape[0])]
                 fid = frechet_distance(*feature_stats(a), *feature_stats(b))
