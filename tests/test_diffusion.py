@@ -177,6 +177,32 @@ def test_guidance_one_equals_unguided_and_other_scales_differ():
     assert not torch.allclose(_sample(model, 5, labels=[0, 1, 2, 0], guidance=3.0), plain)
 
 
+@pytest.mark.parametrize("channels", [8, 32, 128])
+def test_resblock_embedding_survives_group_norm(channels):
+    """With one channel per GroupNorm group the norm after the embedding's addition erases it (the bug
+    the ddpm-mnist preset's 32-channel level had): every width must keep >= 2 channels per group."""
+    from imagegen.nn import ResBlock, norm_groups
+
+    assert channels // norm_groups(channels) >= 2
+    torch.manual_seed(0)
+    block = ResBlock(channels, channels, emb_dim=16).eval()
+    nn.init.normal_(block.conv2.weight, std=0.1)  # zero-initialised: the block starts as the identity
+    x = torch.randn(2, channels, 8, 8)
+    out_a, out_b = block(x, torch.randn(2, 16)), block(x, torch.randn(2, 16))
+    assert (out_a - out_b).abs().max() > 1e-2
+
+
+def test_time_step_and_label_change_the_prediction():
+    """The UNet's output (not the preconditioning around it) depends on its time step and label inputs."""
+    model = trained_a_little()
+    x = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    t, y = torch.tensor([500.0, 500.0]), torch.tensor([0, 0])
+    with torch.no_grad():
+        base = model.unet(x, t, y)
+        assert (model.unet(x, t, torch.tensor([1, 1])) - base).abs().max() > 1e-3
+        assert (model.unet(x, torch.tensor([100.0, 100.0]), y) - base).abs().max() > 1e-3
+
+
 def test_guidance_needs_a_conditional_model():
     model = trained_a_little(class_cond=False)
     with pytest.raises(ImagegenError, match="class-conditional"):

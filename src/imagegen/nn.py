@@ -16,9 +16,14 @@ from torch import nn
 
 
 def norm_groups(channels: int, groups: int = 32) -> int:
-    """Largest group count <= ``groups`` that divides ``channels`` (32 for the paper's widths; tiny test
-    models with 8 or 12 channels still get a valid GroupNorm)."""
-    return math.gcd(channels, groups)
+    """A group count <= ``groups`` that divides ``channels`` (gcd: 32 for the paper's widths; tiny test
+    models with 8 or 12 channels still get a valid GroupNorm), with at least 2 channels per group: with
+    one channel per group the norm subtracts each channel's mean, which erases the per-channel offset
+    through which ``ResBlock`` adds its embedding, so those blocks could not see the time step or label."""
+    g = math.gcd(channels, groups)
+    if channels >= 2 and channels // g < 2:
+        g = math.gcd(channels, min(groups, channels // 2))
+    return g
 
 
 def group_norm(channels: int, groups: int = 32) -> nn.GroupNorm:
