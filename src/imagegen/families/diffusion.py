@@ -64,6 +64,8 @@ class Config:
     channels_last: bool = False  # NHWC memory format: faster convolutions on tensor-core GPUs
     compile: bool = False  # torch.compile the UNet (first steps are slow while it compiles)
     sample_bf16: bool = True  # bf16 autocast for the UNet while sampling on CUDA (never on CPU)
+    # likelihood (eps and v): terms of the variational bound that nll() draws at random (0: all T-1)
+    nll_t_samples: int = 0
 
 
 TRAIN_DEFAULTS = {"lr": 2e-4, "batch_size": 128, "grad_clip": 1.0, "ema_decay": 0.9999}
@@ -208,6 +210,7 @@ class Diffusion(nn.Module):
             raise ImagegenError(f"model.label_dropout must lie in [0, 1), got {cfg.label_dropout}")
         self.cfg = cfg
         self.channels, self.size = data_info.channels, data_info.size
+        self.bits = getattr(data_info, "bits", 8)  # 8: 256 levels per sub-pixel, 1: binary (nll's decoder)
         self.num_classes = data_info.num_classes if cfg.class_cond else 0
         self.unet = UNet(data_info.channels, data_info.channels, data_info.size, cfg.base_channels,
                          list(cfg.channel_mult), cfg.num_res_blocks, list(cfg.attn_resolutions), cfg.dropout,
@@ -519,10 +522,184 @@ def interpolate(model: Diffusion, a, b, frames: int = 8, labels=None, generator=
     return S.sample_ddim(denoiser, z_t, sigmas).clamp(-1, 1)
 
 
+# ------------------------------------------------------------------------------------------ likelihood
+
+NLL_KIND = ("variational upper bound on -log p(x) (Ho et al. 2020, eq. 5), one draw of x_t per term; "
+            "discretised Gaussian decoder")
+NLL_VARIANCES = ("posterior", "beta")
+
+
+def normal_kl(mean_q: torch.Tensor, var_q: torch.Tensor, mean_p: torch.Tensor,
+              var_p: torch.Tensor) -> torch.Tensor:
+    """KL(N(mean_q, var_q) || N(mean_p, var_p)) elementwise, in nats (arguments broadcast)."""
+    return 0.5 * (torch.log(var_p / var_q) + var_q / var_p - 1.0 + (mean_q - mean_p) ** 2 / var_p)
+
+
+def _log_ndtr_diff(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """log(Phi(b) - Phi(a)) for a < b, accurate in both tails: an interval in the upper half is mirrored
+    into the lower one (Phi(b) - Phi(a) = Phi(-a) - Phi(-b)), where log_ndtr keeps full precision, and
+    log(Phi(hi) - Phi(lo)) = log Phi(hi) + log(1 - exp(log Phi(lo) - log Phi(hi)))."""
+    flip = (a + b) > 0
+    lo, hi = torch.where(flip, -b, a), torch.where(flip, -a, b)
+    log_hi = torch.special.log_ndtr(hi)
+    return log_hi + torch.log(-torch.expm1(torch.special.log_ndtr(lo) - log_hi))
+
+
+def snap_to_levels(x: torch.Tensor, levels: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """(level index k in 0..levels-1, the level -1 + 2k/(levels-1) in float64) nearest to each x: the bin
+    that contains x. Data from the 8-bit pipeline is on the grid only up to float32 rounding."""
+    k = torch.round((x.double() + 1) * ((levels - 1) / 2)).clamp(0, levels - 1)
+    return k, k * (2.0 / (levels - 1)) - 1
+
+
+def discretized_gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor | float,
+                                  levels: int = 256) -> torch.Tensor:
+    """log P(x) elementwise under N(mean, std^2) integrated over the bin of the ``levels``-level grid of
+    [-1, 1] that contains x (256 levels: bins 2/255 wide; 2 levels, binary data: the bins (-inf, 0] and
+    (0, inf)), the two edge bins open to -inf and +inf, so the probabilities of the levels sum to 1:
+    DDPM's decoder p(x0 | x1) (Ho et al. 2020, eq. 13). Bin edges are computed in float64 from the level
+    index (float32 levels would leave gaps between bins); no clamping of tiny probabilities."""
+    if levels < 2:
+        raise ImagegenError(f"a discretised decoder needs at least 2 levels, got {levels}")
+    k, centre = snap_to_levels(x, levels)
+    half = 1.0 / (levels - 1)  # half a bin
+    upper = (centre + half - mean) / std
+    lower = (centre - half - mean) / std
+    log_cdf_upper = torch.special.log_ndtr(upper)  # lowest level: P(X < -1 + half)
+    log_sf_lower = torch.special.log_ndtr(-lower)  # highest level: P(X > 1 - half)
+    log_mid = _log_ndtr_diff(lower, upper)
+    return torch.where(k == 0, log_cdf_upper, torch.where(k == levels - 1, log_sf_lower, log_mid))
+
+
+def _vb_schedule(model: Diffusion, variance: str, device) -> dict:
+    """The process's constants in float64 (rebuilt from the config, not the float32 buffers), 0-based:
+    index i is the paper's t = i + 1. ``var_p`` is the reverse process's fixed variance sigma_t^2."""
+    cfg = model.cfg
+    betas = make_betas(cfg.schedule, cfg.num_timesteps, cfg.beta_start, cfg.beta_end).to(device)
+    abar = torch.cumprod(1 - betas, 0)
+    abar_prev = torch.cat([abar.new_ones(1), abar[:-1]])
+    var_q = betas * (1 - abar_prev) / (1 - abar)  # beta_tilde_t (Ho et al. eq. 7); 0 at t = 1
+    if variance == "posterior":
+        # at t = 1 beta_tilde is 0; the decoder takes beta_tilde_2 (as improved-diffusion's
+        # posterior_log_variance_clipped does)
+        var_p = torch.cat([var_q[1:2] if len(var_q) > 1 else betas[:1], var_q[1:]])
+    else:
+        var_p = betas
+    return {"abar": abar, "var_q": var_q, "var_p": var_p,
+            "coef_x0": betas * abar_prev.sqrt() / (1 - abar),  # posterior mean (Ho et al. eq. 7)
+            "coef_xt": (1 - abar_prev) * (1 - betas).sqrt() / (1 - abar)}
+
+
+def _vb_x0_hat(model: Diffusion, x0: torch.Tensor, t: torch.Tensor, y, sched: dict, clip: bool,
+               generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draw x_t ~ q(x_t | x0) (Ho et al. eq. 4) at the 0-based steps t (N,) and predict x0 from it with
+    the network at the discrete t it was trained on. Returns (x_t, x0_hat), float64 (N, C, H, W)."""
+    abar = sched["abar"][t].view(-1, 1, 1, 1)
+    noise = torch.randn(x0.shape, device=x0.device, generator=generator, dtype=torch.float64)
+    # the net sees float32; use that same rounded x_t in the float64 arithmetic below
+    x_t = (abar.sqrt() * x0 + (1 - abar).sqrt() * noise).float()
+    out = model._net(x_t, t.float(), y).double()
+    x_t = x_t.double()
+    if model.cfg.formulation == "eps":
+        x0_hat = (x_t - (1 - abar).sqrt() * out) / abar.sqrt()
+    else:  # v: x0 = sqrt(abar) x_t - sqrt(1 - abar) v
+        x0_hat = abar.sqrt() * x_t - (1 - abar).sqrt() * out
+    return x_t, (x0_hat.clamp(-1, 1) if clip else x0_hat)
+
+
+def _nll_labels(model: Diffusion, labels, n: int, device) -> torch.Tensor | None:
+    if labels is not None or not model.num_classes:
+        return _image_labels(model, labels, n, device)
+    if model.cfg.label_dropout > 0:
+        return torch.full((n,), model.num_classes, device=device, dtype=torch.long)  # the unconditional model
+    raise ImagegenError("this class-conditional model was trained without label dropout, so it has no "
+                        "unconditional p(x): pass labels (imagegen eval-nll reports the marginal over labels)")
+
+
+@torch.no_grad()
+def nll(model: Diffusion, x: torch.Tensor, labels=None, t_samples: int | None = None, variance: str = "posterior",
+        clip_denoised: bool = True, max_batch: int = 256, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Upper bound on -log p(x) in nats per image (B,): the discrete-time variational bound of Ho et al.
+    2020, eq. 5 (Nichol & Dhariwal 2021, eqs. 4-6), with t = 1..T the paper's steps,
+
+        L = KL(q(x_T|x0) || N(0, I)) + sum_{t=2..T} KL(q(x_{t-1}|x_t, x0) || p(x_{t-1}|x_t)) - log p(x0|x1)
+
+    p(x_{t-1}|x_t) = N(mu, sigma_t^2 I) with mu the posterior mean q(x_{t-1}|x_t, x0_hat) at the network's
+    x0 prediction (eps or v) and a fixed variance: ``variance="posterior"`` sigma_t^2 = beta_tilde_t (the
+    variance the ancestral sampler uses; the decoder at t = 1, where beta_tilde is 0, takes beta_tilde_2),
+    ``"beta"`` sigma_t^2 = beta_t. The decoder p(x0|x1) is N(x0_hat, sigma_1^2) discretised to the data's
+    levels (256, or 2 for binary data; ``discretized_gaussian_log_prob``); x is read as its nearest level.
+    ``clip_denoised`` clips x0_hat to [-1, 1] as the sampler does, so the bound is for the model that is
+    sampled.
+
+    Each KL term is an expectation over x_t ~ q(x_t|x0), estimated with one draw (as in improved-diffusion),
+    so the number is an unbiased estimate of the bound. Cost: T network calls per image. ``t_samples=k``
+    (default ``model.nll_t_samples``; 0 = all) draws k of the T-1 KL terms uniformly with replacement for
+    each image and scales their mean by T-1: unbiased, k + 1 network calls per image; the prior and
+    decoder terms are always computed, never sampled. ``max_batch`` caps the images per network call
+    (the steps of a batch are stacked into one call). The sums are in float64. VP formulations (eps, v)
+    only; runs in eval mode under no_grad on the model's device."""
+    if not model.is_vp:
+        raise ImagegenError("nll needs a discrete-time (DDPM) model; formulation=edm has no variational bound "
+                            "here: train with --set model.formulation=eps (or v) to measure likelihood")
+    if variance not in NLL_VARIANCES:
+        raise ImagegenError(f"variance must be one of {', '.join(NLL_VARIANCES)}, got '{variance}'")
+    t_samples = model.cfg.nll_t_samples if t_samples is None else int(t_samples)
+    if t_samples < 0:
+        raise ImagegenError(f"t_samples must be >= 0 (0: all terms), got {t_samples}")
+    if max_batch < 1:
+        raise ImagegenError(f"max_batch must be >= 1, got {max_batch}")
+    device = _device(model)
+    levels = 2 ** model.bits
+    x0 = snap_to_levels(x.to(device), levels)[1]  # (B, C, H, W) float64, exactly on the data's grid
+    b = x0.shape[0]
+    if b == 0:
+        return x0.new_zeros(0)
+    num_t = model.cfg.num_timesteps
+    y = _nll_labels(model, labels, b, device)
+    sched = _vb_schedule(model, variance, device)
+    was_training = model.training
+    model.eval()
+    try:
+        # L_T: KL(N(sqrt(abar_T) x0, 1 - abar_T) || N(0, 1)), no network
+        abar_T = sched["abar"][-1]
+        prior = normal_kl(abar_T.sqrt() * x0, 1 - abar_T, torch.zeros_like(x0), abar_T.new_ones(()))
+        prior = prior.flatten(1).sum(1)  # (B,)
+
+        # L_0 = -log p(x0 | x1)
+        t0 = torch.zeros(b, device=device, dtype=torch.long)
+        _, x0_hat = _vb_x0_hat(model, x0, t0, y, sched, clip_denoised, generator)
+        decoder = -discretized_gaussian_log_prob(x0, x0_hat, sched["var_p"][0].sqrt(), levels).flatten(1).sum(1)
+
+        # L_{t-1}, t = 2..T: 0-based steps 1..T-1, all of them or k drawn per image
+        full = t_samples == 0 or num_t == 1
+        k = num_t - 1 if full else t_samples
+        if full:
+            steps = torch.arange(1, num_t, device=device).expand(b, k)  # (B, k)
+        else:
+            steps = torch.randint(1, num_t, (b, k), device=device, generator=generator)
+        terms = torch.zeros(b, device=device, dtype=torch.float64)
+        per_call = max(1, max_batch // b)
+        for start in range(0, k, per_call):
+            t = steps[:, start:start + per_call].T.reshape(-1)  # (m * B,), step-major
+            m = t.shape[0] // b
+            x0_m = x0.repeat(m, 1, 1, 1)
+            y_m = None if y is None else y.repeat(m)
+            x_t, x0_hat = _vb_x0_hat(model, x0_m, t, y_m, sched, clip_denoised, generator)
+            c0, ct = sched["coef_x0"][t].view(-1, 1, 1, 1), sched["coef_xt"][t].view(-1, 1, 1, 1)
+            kl = normal_kl(c0 * x0_m + ct * x_t, sched["var_q"][t].view(-1, 1, 1, 1),
+                           c0 * x0_hat + ct * x_t, sched["var_p"][t].view(-1, 1, 1, 1))
+            terms += kl.flatten(1).sum(1).view(m, b).sum(0)
+        middle = terms if full else terms * ((num_t - 1) / k)
+    finally:
+        model.train(was_training)
+    return prior + middle + decoder
+
+
 def num_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["Config", "Diffusion", "NAME", "PREVIEW_OPTIONS", "TEST_CONFIG", "TRAIN_DEFAULTS", "UNet", "build",
-           "complete", "denoise", "interpolate", "invert", "make_denoiser", "make_sigmas", "sample",
-           "train_step"]
+__all__ = ["Config", "Diffusion", "NAME", "NLL_KIND", "PREVIEW_OPTIONS", "TEST_CONFIG", "TRAIN_DEFAULTS", "UNet",
+           "build", "complete", "denoise", "discretized_gaussian_log_prob", "interpolate", "invert",
+           "make_denoiser", "make_sigmas", "nll", "normal_kl", "sample", "snap_to_levels", "train_step"]
