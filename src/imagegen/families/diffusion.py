@@ -608,12 +608,12 @@ def _vb_x0_hat(model: Diffusion, x0: torch.Tensor, t: torch.Tensor, y, sched: di
 
 
 def _nll_labels(model: Diffusion, labels, n: int, device) -> torch.Tensor | None:
-    if labels is not None or not model.num_classes:
-        return _image_labels(model, labels, n, device)
-    if model.cfg.label_dropout > 0:
-        return torch.full((n,), model.num_classes, device=device, dtype=torch.long)  # the unconditional model
-    raise ImagegenError("this class-conditional model was trained without label dropout, so it has no "
-                        "unconditional p(x): pass labels (imagegen eval-nll reports the marginal over labels)")
+    """``_image_labels``, except that without labels a conditional model must have the null class (the
+    unconditional model): random classes would make the bound a different number on every call."""
+    if labels is None and model.num_classes and model.cfg.label_dropout <= 0:
+        raise ImagegenError("this class-conditional model was trained without label dropout, so it has no "
+                            "unconditional p(x): pass labels (imagegen eval-nll reports the marginal over labels)")
+    return _image_labels(model, labels, n, device)
 
 
 @torch.no_grad()
