@@ -108,6 +108,40 @@ def test_ddpm_ancestral_equals_diffusers(schedule, steps, clip):
 
 
 @pytest.mark.parametrize("schedule", ["linear", "cosine"])
+@pytest.mark.parametrize("steps,clip", [(1, False), (10, False), (10, True), (1000, True)])
+def test_ddpm_fixed_large_equals_diffusers(schedule, steps, clip):
+    x_T, g = _x_T(5)
+    sch = diffusers.DDPMScheduler(num_train_timesteps=T, beta_schedule=BETAS[schedule], clip_sample=clip,
+                                  variance_type="fixed_large")
+    ref = diffusers_loop(sch, steps, x_T, g)
+    ours = _ours(fake_model(schedule), "ddpm-large", steps, "leading", 5, clip=clip)
+    torch.testing.assert_close(ours, ref.clamp(-1, 1), rtol=1e-4, atol=2e-4)
+
+
+def test_fixed_large_scales_the_posterior_noise_by_beta_over_beta_tilde():
+    """Same posterior mean as 'ddpm', noise std larger by sqrt(beta / beta_tilde) = sqrt((1 - abar_t) /
+    (1 - abar_s)) for a step t -> s (Ho et al. eq. 7); checked from the model's own alphas_cumprod."""
+    model = fake_model("linear")
+    x_T, _ = _x_T(6)
+    sigmas = D.make_sigmas(model, "ddpm", 4, "leading")[2:4]  # one step t = 250 -> s = 0 (sigma_0 > 0)
+    den = D.make_denoiser(model, None, 1.0, False)
+    x0 = den(x_T, sigmas[0])
+    sigma_down, _ = S.ancestral_sigmas(sigmas[0], sigmas[1], 1.0)
+    mean = x0 + sigma_down * (x_T - x0) / sigmas[0]
+    small = S.sample_ddpm(den, x_T, sigmas, torch.Generator().manual_seed(0)) - mean
+    large = S.sample_ddpm_large(den, x_T, sigmas, torch.Generator().manual_seed(0)) - mean
+    abar = model.alphas_cumprod.double()
+    ratio = math.sqrt((1 - abar[250]) / (1 - abar[0]))
+    assert ratio > 2
+    torch.testing.assert_close(large / small, torch.full_like(small, ratio), rtol=1e-3, atol=0)
+
+
+def test_ddpm_large_refuses_edm_models():
+    with pytest.raises(D.ImagegenError, match="ddpm-large"):
+        D.sample(fake_model("linear", formulation="edm"), 1, sampler="ddpm-large", steps=2)
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
 @pytest.mark.parametrize("steps", [1, 2, 10, 20])
 def test_dpmpp_2m_equals_diffusers(schedule, steps):
     x_T, g = _x_T(4)

@@ -25,7 +25,7 @@ import torch
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x (B,C,H,W), sigma ()) -> x0_hat
 
-SAMPLERS = ("ddpm", "ddim", "dpmpp-2m", "heun")
+SAMPLERS = ("ddpm", "ddpm-large", "ddim", "dpmpp-2m", "heun")
 
 
 # ------------------------------------------------------------------------------------------ schedules
@@ -145,6 +145,27 @@ def sample_ddpm(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor,
 
 
 @torch.no_grad()
+def sample_ddpm_large(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor,
+                      generator: torch.Generator | None = None) -> torch.Tensor:
+    """Ancestral sampling with DDPM's "fixed large" variance sigma_t^2 = beta_t (Ho et al. 2020, sec.
+    3.2; diffusers' ``variance_type='fixed_large'``): the posterior mean of ``sample_ddpm`` with the
+    step's beta in place of beta_tilde. beta is a variance-preserving quantity: with abar = 1 / (1 +
+    sigma^2), beta_{t|s} = 1 - abar_t / abar_s, which in the VE frame (divided by abar_s) is
+    (sigma^2 - sigma_next^2) (1 + sigma_next^2) / (1 + sigma^2). So this sampler is for DDPM-style
+    models (eps or v) with unit-variance data scaling; the step to sigma = 0 adds no noise."""
+    sigmas = sigmas.to(device=x.device, dtype=x.dtype)
+    for i in range(len(sigmas) - 1):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        x0 = denoiser(x, sigma)
+        sigma_down, _ = ancestral_sigmas(sigma, sigma_next, 1.0)
+        x = x0 + sigma_down * (x - x0) / sigma
+        if sigma_next > 0:
+            std = ((sigma**2 - sigma_next**2) * (1 + sigma_next**2) / (1 + sigma**2)).clamp_min(0).sqrt()
+            x = x + std * _noise_like(x, generator)
+    return x
+
+
+@torch.no_grad()
 def sample_dpmpp_2m(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor,
                     generator: torch.Generator | None = None) -> torch.Tensor:
     """DPM-Solver++(2M) (Lu et al. 2022, "DPM-Solver++", algorithm 2), the multistep second-order
@@ -232,6 +253,8 @@ def run_sampler(name: str, denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Te
         return sample_ddim(denoiser, x, sigmas, generator, eta=eta)
     if name == "ddpm":
         return sample_ddpm(denoiser, x, sigmas, generator)
+    if name == "ddpm-large":
+        return sample_ddpm_large(denoiser, x, sigmas, generator)
     if name == "dpmpp-2m":
         return sample_dpmpp_2m(denoiser, x, sigmas, generator)
     if name == "heun":
@@ -245,5 +268,5 @@ def network_calls(name: str, steps: int) -> int:
 
 
 __all__ = ["SAMPLERS", "ancestral_sigmas", "discrete_sigmas", "discrete_timesteps", "guided_denoiser",
-           "karras_sigmas", "network_calls", "run_sampler", "sample_ddim", "sample_ddpm", "sample_dpmpp_2m",
-           "sample_heun", "sample_repaint", "vp_sigmas"]
+           "karras_sigmas", "network_calls", "run_sampler", "sample_ddim", "sample_ddpm", "sample_ddpm_large",
+           "sample_dpmpp_2m", "sample_heun", "sample_repaint", "vp_sigmas"]

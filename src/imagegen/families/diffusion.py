@@ -413,9 +413,12 @@ def make_sigmas(model: Diffusion, sampler: str, steps: int, schedule: str = "aut
     raise ImagegenError(f"--schedule must be auto, karras, leading, linspace or trailing, got '{schedule}'")
 
 
-def _check_sampler(sampler: str) -> None:
+def _check_sampler(model: Diffusion, sampler: str) -> None:
     if sampler not in S.SAMPLERS:
         raise ImagegenError(f"unknown sampler '{sampler}'; available: {', '.join(S.SAMPLERS)}")
+    if sampler == "ddpm-large" and not model.is_vp:
+        raise ImagegenError("--sampler ddpm-large (variance beta_t) is defined for DDPM-style models (eps or v); "
+                            "for this EDM model use --sampler heun, ddim, ddpm or dpmpp-2m")
 
 
 @torch.no_grad()
@@ -423,9 +426,10 @@ def sample(model: Diffusion, n: int, labels=None, generator=None, sampler: str =
            guidance: float = 1.0, eta: float = 0.0, schedule: str = "auto",
            clip_denoised: bool = True) -> torch.Tensor:
     """Draw n images (n, C, H, W) in [-1, 1]. ``sampler``: ddim (eta: 0 deterministic .. 1 = DDPM),
-    ddpm (ancestral), dpmpp-2m, heun (EDM; 2*steps-1 network calls). ``guidance``: classifier-free
+    ddpm (ancestral, variance beta_tilde), ddpm-large (ancestral, variance beta; eps/v models only),
+    dpmpp-2m, heun (EDM; 2*steps-1 network calls). ``guidance``: classifier-free
     guidance scale (1 = none)."""
-    _check_sampler(sampler)
+    _check_sampler(model, sampler)
     device = _device(model)
     y = _labels(model, labels, n, device, generator)
     sigmas = make_sigmas(model, sampler, steps, schedule)
@@ -469,7 +473,7 @@ def denoise(model: Diffusion, x, strength: float = 0.5, labels=None, generator=N
     """SDEdit (Meng et al. 2022): noise the image to the level a fraction ``strength`` of the way up the
     sampling schedule, then run the sampler from there, so the result is a clean image near x.
     strength 0 returns x; 1 ignores it. About ``steps * strength`` network calls."""
-    _check_sampler(sampler)
+    _check_sampler(model, sampler)
     if not 0.0 <= strength <= 1.0:
         raise ImagegenError(f"--strength must lie in [0, 1], got {strength}")
     x = x.to(_device(model))
