@@ -225,5 +225,17 @@ def test_eval_nll_end_to_end(trained, tmp_path, capsys):
     assert res["family"] == "diffusion" and res["n"] == 6 and res["bound"] == D.NLL_KIND
     assert math.isfinite(res["bits_per_dim"]) and res["bits_per_dim"] > 0
     assert "bits/dim" in stdout
-    mc = evaluate_nll(trained, n=6, batch_size=4, device="cpu", progress=False, t_samples=5)
+    code, _, err = run_cli(["eval-nll", trained, "--n", 6, "--device", "cpu", "--t-samples", 5, "--out", out], capsys)
+    assert code == 0, err
+    mc = json.loads(out.read_text())
     assert mc["options"] == {"t_samples": 5} and math.isfinite(mc["bits_per_dim"]) and mc["bits_per_dim"] > 0
+    same = evaluate_nll(trained, n=6, device="cpu", progress=False, t_samples=5)  # same seed, same estimate
+    assert mc == {**same, "seconds": mc["seconds"]}
+
+
+def test_t_samples_is_a_diffusion_option(tmp_path, capsys):
+    run = tmp_path / "vae"
+    main(["train", "vae", "--data", "digits", "--steps", "1", "--out", str(run), "--set", "data.limit=16",
+          "--set", "train.sample_every=0"])
+    code, _, err = run_cli(["eval-nll", run, "--n", 4, "--t-samples", 5], capsys)
+    assert code != 0 and "t_samples" in err and "Traceback" not in err

@@ -197,13 +197,16 @@ def eval_nll_cmd(
     device: str = typer.Option("auto"),
     conditional: bool = typer.Option(False, help="class-conditional models: report -log p(x|y) with the true "
                                                  "labels instead of the marginal -log p(x)"),
+    t_samples: int | None = typer.Option(None, help="diffusion: estimate the bound's KL sum from K random time "
+                                                   "steps per image (unbiased, K + 1 network calls) instead of all T"),
     out: Path | None = typer.Option(None, help="write the result as JSON"),
 ) -> None:
     """Negative log-likelihood on a split, in nats per image and bits per dimension."""
     from .likelihood import evaluate_nll
 
+    options = {} if t_samples is None else {"t_samples": t_samples}
     result = evaluate_nll(run, split=split, data_root=data_root, n=n, batch_size=batch_size, seed=seed,
-                          device=device, conditional=conditional)
+                          device=device, conditional=conditional, **options)
     _echo(f"{result['family']} on {result['dataset']} ({split}, {result['n']} images): "
           f"{result['nats']:.3f} nats/image, {result['bits_per_dim']:.4f} bits/dim ({result['bound']}; "
           f"conditioning: {result['conditioning']})")
