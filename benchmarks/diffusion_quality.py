@@ -15,7 +15,7 @@ of network calls (NFE) with the project's evaluator (FID vs the test split, Ince
 
 NFE -> steps: heun makes 2*steps-1 network calls (steps = (NFE+1)//2); the others one per step. Every
 row prints the run's step count and images seen, the sampler settings, the commit, the device and the
-seed; a JSON copy of each evaluation goes to OUT/quality-<sampler>-<nfe>[-g<guidance>].json.
+seed; a JSON copy of each evaluation goes to OUT/quality-<sampler>-<nfe>-n<N>[-g<guidance>].json.
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def main() -> None:
                 sample_options["guidance"] = args.guidance
             t1 = time.time()
             tag = "" if args.guidance == 1.0 else f"-g{args.guidance:g}"
-            res = evaluate_run(out, opts, sample_options, out=out / f"quality-{sampler}-{nfe}{tag}.json")
+            res = evaluate_run(out, opts, sample_options, out=out / f"quality-{sampler}-{nfe}-n{args.n}{tag}.json")
             row = {"sampler": sampler, "nfe": nfe, "steps": steps, "n": args.n,
                    **{k: (round(v, 3) if isinstance(v, float) else v) for k, v in res["summary"].items()},
                    "seconds": round(time.time() - t1)}
