@@ -92,12 +92,31 @@ def test_fid_of_the_reference_split_against_itself_is_zero():
     assert res["summary"]["fid"] == pytest.approx(0, abs=1e-6)
     assert res["summary"]["fid_clf"] == pytest.approx(0, abs=1e-6)
     assert res["summary"]["precision"] == 1.0 and res["summary"]["recall"] == 1.0
-    # different n_ref -> another reference subset -> a cache miss, and a non-zero FID
+    # different n_ref -> another reference subset, and a non-zero FID; its features are rows of the whole
+    # split's cache entry that the first evaluation wrote, and equal the subset's own features
     opts.n_ref = 100
     res2 = evaluate.evaluate_images(test.images, test.labels, "digits", opts)
-    assert res2["metrics"]["fid"]["protocol"]["ref_cache_hit"] is False
-    assert res2["metrics"]["fid"]["protocol"]["ref_subset"].startswith("random 100 of")
+    proto = res2["metrics"]["fid"]["protocol"]
+    assert proto["ref_subset"].startswith("random 100 of") and proto["ref_cache_hit"] is True
+    assert proto["ref_features"] == "rows of the whole split's cached features"
+    assert proto["ref_cache"] == res["metrics"]["fid"]["protocol"]["ref_cache"]
     assert res2["summary"]["fid"] > 0
+    opts.refresh_cache = True  # computes the 100 images' features with the network, and caches them
+    res3 = evaluate.evaluate_images(test.images, test.labels, "digits", opts)
+    assert res3["metrics"]["fid"]["protocol"]["ref_cache_hit"] is False
+    assert "ref_features" not in res3["metrics"]["fid"]["protocol"]
+    assert res3["summary"]["fid"] == pytest.approx(res2["summary"]["fid"], rel=1e-6)
+    assert res3["summary"]["fid_clf"] == pytest.approx(res2["summary"]["fid_clf"], rel=1e-6)
+
+
+def test_a_reference_subset_without_a_cached_whole_split_is_computed_and_cached_on_its_own(tmp_path, monkeypatch):
+    monkeypatch.setenv("IMAGEGEN_CACHE", str(tmp_path / "empty-cache"))
+    test = load_dataset(DataConfig(name="digits"), "test")
+    opts = evaluate.EvalOptions(metrics=["fid"], n_ref=50, progress=False, device="cpu")
+    first = evaluate.evaluate_images(test.images[:60], None, "digits", opts)["metrics"]["fid"]["protocol"]
+    again = evaluate.evaluate_images(test.images[:60], None, "digits", opts)["metrics"]["fid"]["protocol"]
+    assert "ref_features" not in first and "ref_features" not in again
+    assert again["ref_cache_hit"] is True and again["ref_cache"] == first["ref_cache"]
 
 
 def test_eval_folder_with_class_subfolders(tmp_path, capsys):

@@ -316,27 +316,43 @@ def reference_cache_path(fields: dict) -> Path:
     return cache_dir() / "refstats" / f"{stem}-{cache_key(fields)}.safetensors"
 
 
+def _read_reference(path: Path, fields: dict, want_stats: bool = True):
+    """(features, mu, sigma) from a cache file whose recorded fields equal ``fields``, else None."""
+    from safetensors import safe_open
+
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            if meta.get("fields") != json.dumps(fields, sort_keys=True, default=str):
+                return None  # guards against a torn file or a hash collision
+            feats = f.get_tensor("features")
+            if not want_stats:
+                return feats, None, None
+            return feats, f.get_tensor("mu").numpy(), f.get_tensor("sigma").numpy()
+    except Exception:
+        return None  # unreadable cache: the caller recomputes (and overwrites)
+
+
+def peek_reference(fields: dict) -> tuple[torch.Tensor, Path] | None:
+    """The cached features for ``fields`` and their file, or None; never computes anything."""
+    path = reference_cache_path(fields)
+    got = _read_reference(path, fields, want_stats=False)
+    return None if got is None else (got[0], path)
+
+
 def cached_reference(fields: dict, compute: Callable[[], torch.Tensor], refresh: bool = False
                      ) -> tuple[torch.Tensor, np.ndarray, np.ndarray, Path, bool]:
     """Reference features and their statistics, from the cache when every field matches, else computed
     with ``compute() -> (N, D) features`` and stored. Returns (features, mu, sigma, path, was_cached)."""
-    from safetensors import safe_open
-
     from ..checkpoint import atomic_save_tensors
 
     path = reference_cache_path(fields)
     want = json.dumps(fields, sort_keys=True, default=str)
-    if path.is_file() and not refresh:
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-                if meta.get("fields") == want:  # guards against a torn file or a hash collision
-                    feats = f.get_tensor("features")
-                    mu = f.get_tensor("mu").numpy()
-                    sigma = f.get_tensor("sigma").numpy()
-                    return feats, mu, sigma, path, True
-        except Exception:
-            pass  # unreadable cache: recompute and overwrite
+    got = None if refresh else _read_reference(path, fields)
+    if got is not None:
+        return (*got, path, True)
     feats = compute().float().cpu()
     mu, sigma = feature_stats(feats)
     atomic_save_tensors({"features": feats, "mu": torch.from_numpy(mu), "sigma": torch.from_numpy(sigma)}, path,
@@ -346,4 +362,4 @@ def cached_reference(fields: dict, compute: Callable[[], torch.Tensor], refresh:
 
 __all__ = ["CLEAN_RESIZER", "INCEPTION_NAME", "FeatureNet", "InceptionFeatures", "cache_key", "cached_reference",
            "clean_resize", "feature_stats", "fid_from_features", "file_sha256", "frechet_distance", "kid",
-           "resolve_inception_weights"]
+           "peek_reference", "resolve_inception_weights"]
