@@ -149,6 +149,7 @@ def test_ref_stats_caches(capsys):
     (["eval-folder", ".", "--data", "digits", "--metrics", "nll"], "nll needs a model"),
     (["eval-folder", ".", "--data", "digits", "--features", "vgg"], "unknown feature network 'vgg'"),
     (["train-classifier", "--data", "cifar10"], "supports mnist and fashion-mnist"),
+    (["ref-stats", "--data", "digits", "--split", "test", "--n", 5000], "but digits 'test' has 297; lower --n-ref"),
 ])
 def test_eval_errors_are_one_line(argv, needle, capsys):
     code, _, err = run_cli(argv, capsys)

@@ -138,20 +138,19 @@ def load_reference(dataset: str, split: str, n: int | None, data_root: str | Non
     if ds.binarize:  # dynamically binarised data: one fixed, seeded binarisation is the reference
         ds = ds.fixed_binarization(seed)
         desc["binarization_seed"] = seed
-    total = len(ds)
-    if n is not None and n > total:
-        raise ImagegenError(f"asked for {n} reference images but {dataset} '{split}' has {total}; "
-                            f"lower --n-ref (or --n)")
-    idx, desc["ref_subset"] = reference_subset(total, n, seed)
+    idx, desc["ref_subset"] = reference_subset(len(ds), n, seed, f"{dataset} '{split}'")
     images = ds.images[idx]
     labels = None if ds.labels is None else ds.labels[idx]
     return images, labels, ds.info, desc
 
 
-def reference_subset(total: int, n: int | None, seed: int = 0) -> tuple[torch.Tensor, str]:
-    """Which reference images an evaluation with ``n`` of them uses: all when n is None or >= total, else a
+def reference_subset(total: int, n: int | None, seed: int = 0, where: str = "the split"
+                     ) -> tuple[torch.Tensor, str]:
+    """Which reference images an evaluation with ``n`` of them uses: all when n is None or == total, else a
     seeded random subset in index order. Returns (indices, description for the protocol)."""
-    if n is None or n >= total:
+    if n is not None and n > total:
+        raise ImagegenError(f"asked for {n} reference images but {where} has {total}; lower --n-ref (or --n)")
+    if n is None or n == total:
         return torch.arange(total), "all"
     g = torch.Generator().manual_seed(seed)
     return torch.randperm(total, generator=g)[:n].sort().values, f"random {n} of {total}, seed {seed}"
@@ -223,10 +222,8 @@ def evaluate_images(gen_u8: torch.Tensor, gen_labels: torch.Tensor | None, datas
         dataset, opts.ref, None, opts.data_root, int(gen_u8.shape[-1]), int(gen_u8.shape[1]), opts.ref_seed,
         base_data_cfg)
     total = int(split_u8.shape[0])
-    if opts.n_ref is not None and opts.n_ref > total:
-        raise ImagegenError(f"asked for {opts.n_ref} reference images but {dataset} '{opts.ref}' has {total}; "
-                            f"lower --n-ref (or --n)")
-    idx, subset = reference_subset(total, min(n_gen, total) if opts.n_ref is None else opts.n_ref, opts.ref_seed)
+    idx, subset = reference_subset(total, min(n_gen, total) if opts.n_ref is None else opts.n_ref, opts.ref_seed,
+                                   f"{dataset} '{opts.ref}'")
     ref_u8, ref_desc = split_u8[idx], dict(split_desc, ref_subset=subset)
     common = {"dataset": dataset, "ref_split": opts.ref, "n_gen": n_gen, "n_ref": int(ref_u8.shape[0]),
               **ref_desc, "image_size": int(gen_u8.shape[-1]), "channels": int(gen_u8.shape[1]),
