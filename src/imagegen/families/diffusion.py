@@ -417,8 +417,9 @@ def _check_sampler(model: Diffusion, sampler: str) -> None:
     if sampler not in S.SAMPLERS:
         raise ImagegenError(f"unknown sampler '{sampler}'; available: {', '.join(S.SAMPLERS)}")
     if sampler == "ddpm-large" and not model.is_vp:
+        others = ", ".join(s for s in S.SAMPLERS if s != "ddpm-large")
         raise ImagegenError("--sampler ddpm-large (variance beta_t) is defined for DDPM-style models (eps or v); "
-                            "for this EDM model use --sampler heun, ddim, ddpm or dpmpp-2m")
+                            f"for this EDM model use one of: {others}")
 
 
 @torch.no_grad()

@@ -316,6 +316,11 @@ def reference_cache_path(fields: dict) -> Path:
     return cache_dir() / "refstats" / f"{stem}-{cache_key(fields)}.safetensors"
 
 
+def _fields_text(fields: dict) -> str:
+    """The fields as stored in a cache file's metadata and compared on load (one serialisation for both)."""
+    return json.dumps(fields, sort_keys=True, default=str)
+
+
 def _read_reference(path: Path, fields: dict, want_stats: bool = True):
     """(features, mu, sigma) from a cache file whose recorded fields equal ``fields``, else None."""
     from safetensors import safe_open
@@ -325,7 +330,7 @@ def _read_reference(path: Path, fields: dict, want_stats: bool = True):
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-            if meta.get("fields") != json.dumps(fields, sort_keys=True, default=str):
+            if meta.get("fields") != _fields_text(fields):
                 return None  # guards against a torn file or a hash collision
             feats = f.get_tensor("features")
             if not want_stats:
@@ -349,14 +354,13 @@ def cached_reference(fields: dict, compute: Callable[[], torch.Tensor], refresh:
     from ..checkpoint import atomic_save_tensors
 
     path = reference_cache_path(fields)
-    want = json.dumps(fields, sort_keys=True, default=str)
     got = None if refresh else _read_reference(path, fields)
     if got is not None:
         return (*got, path, True)
     feats = compute().float().cpu()
     mu, sigma = feature_stats(feats)
     atomic_save_tensors({"features": feats, "mu": torch.from_numpy(mu), "sigma": torch.from_numpy(sigma)}, path,
-                        metadata={"fields": want})
+                        metadata={"fields": _fields_text(fields)})
     return feats, mu, sigma, path, False
 
 
