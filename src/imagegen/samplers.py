@@ -100,6 +100,16 @@ def _noise_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Ten
     return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
 
 
+def _step_down(x: torch.Tensor, x0: torch.Tensor, sigma: torch.Tensor, sigma_down: torch.Tensor,
+               noise_std: torch.Tensor | float, generator: torch.Generator | None) -> torch.Tensor:
+    """The update every ancestral sampler shares: x0_hat + sigma_down * eps_hat with eps_hat = (x - x0_hat)
+    / sigma, plus fresh noise of std ``noise_std`` (none drawn when it is 0)."""
+    x = x0 + sigma_down * (x - x0) / sigma
+    if noise_std > 0:
+        x = x + noise_std * _noise_like(x, generator)
+    return x
+
+
 def ancestral_sigmas(sigma: torch.Tensor, sigma_next: torch.Tensor, eta: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Split a step sigma -> sigma_next into a deterministic part down to ``sigma_down`` and fresh
     noise of std ``sigma_up`` with sigma_down^2 + sigma_up^2 = sigma_next^2. ``sigma_up`` is DDIM's
@@ -125,12 +135,9 @@ def sample_ddim(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor,
     for i in range(len(sigmas) - 1):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         x0 = denoiser(x, sigma)
-        eps = (x - x0) / sigma
         sigma_down, sigma_up = ancestral_sigmas(sigma, sigma_next, eta) if sigma_next < sigma \
-            else (sigma_next, torch.zeros_like(sigma_next))
-        x = x0 + sigma_down * eps
-        if sigma_up > 0:
-            x = x + sigma_up * _noise_like(x, generator)
+            else (sigma_next, 0.0)
+        x = _step_down(x, x0, sigma, sigma_down, sigma_up, generator)
     return x
 
 
@@ -158,10 +165,9 @@ def sample_ddpm_large(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor,
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         x0 = denoiser(x, sigma)
         sigma_down, _ = ancestral_sigmas(sigma, sigma_next, 1.0)
-        x = x0 + sigma_down * (x - x0) / sigma
-        if sigma_next > 0:
-            std = ((sigma**2 - sigma_next**2) * (1 + sigma_next**2) / (1 + sigma**2)).clamp_min(0).sqrt()
-            x = x + std * _noise_like(x, generator)
+        std = ((sigma**2 - sigma_next**2) * (1 + sigma_next**2) / (1 + sigma**2)).clamp_min(0).sqrt() \
+            if sigma_next > 0 else 0.0
+        x = _step_down(x, x0, sigma, sigma_down, std, generator)
     return x
 
 
@@ -235,9 +241,7 @@ def sample_repaint(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, x_
             x = mask * known + (1 - mask) * x
             x0 = denoiser(x, sigma)
             sigma_down, sigma_up = ancestral_sigmas(sigma, sigma_next, eta)
-            x_new = x0 + sigma_down * (x - x0) / sigma
-            if sigma_up > 0:
-                x_new = x_new + sigma_up * _noise_like(x, generator)
+            x_new = _step_down(x, x0, sigma, sigma_down, sigma_up, generator)
             if u < resample - 1 and sigma_next > 0:  # go back up one step: q(x_t | x_{t-1})
                 x = x_new + (sigma**2 - sigma_next**2).sqrt() * _noise_like(x, generator)
             else:
