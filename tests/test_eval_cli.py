@@ -14,7 +14,7 @@ from helpers import run_cli
 from imagegen import evaluate
 from imagegen.cli import main
 from imagegen.config import DataConfig
-from imagegen.data import load_dataset
+from imagegen.data import load_dataset, load_image_array, save_image_array
 from imagegen.metrics.fid import FeatureNet
 
 
@@ -132,6 +132,65 @@ def test_eval_folder_with_class_subfolders(tmp_path, capsys):
     res = json.loads(out.read_text())
     assert res["protocol"]["n_gen"] == 60 and res["protocol"]["labels"] == "from class sub-folders"
     assert res["summary"]["fid"] >= 0
+
+
+def test_eval_folder_reads_image_arrays_in_every_layout(tmp_path, capsys):
+    """The same 60 images as PNGs, as an (N, H, W, 1) .npz with labels and as an (N, C, H, W) .npy score the
+    same; what `imagegen sample --out x.npz` writes is read back bit for bit."""
+    test = load_dataset(DataConfig(name="digits"), "test")
+    u8, y = test.images[:60], test.labels[:60]
+    (tmp_path / "png").mkdir()
+    for i in range(60):
+        Image.fromarray(u8[i, 0].numpy(), "L").save(tmp_path / "png" / f"{i:03d}.png")
+    np.savez(tmp_path / "nhwc.npz", arr_0=u8.permute(0, 2, 3, 1).numpy(), arr_1=y.numpy())
+    np.save(tmp_path / "nchw.npy", u8.numpy())
+    fids = {}
+    for name in ("png", "nhwc.npz", "nchw.npy"):
+        out = tmp_path / f"{name}.json"
+        code, _, err = run_cli(["eval-folder", tmp_path / name, "--data", "digits", "--metrics", "fid",
+                                "--out", out, "--device", "cpu"], capsys)
+        assert code == 0, err
+        res = json.loads(out.read_text())
+        fids[name] = res["summary"]["fid"]
+        assert res["protocol"]["n_gen"] == 60
+    assert fids["nhwc.npz"] == fids["nchw.npy"] == fids["png"]
+    assert res["protocol"]["generated_from"].startswith("array ")
+    images, labels = load_image_array(tmp_path / "nhwc.npz")
+    assert torch.equal(images, u8) and torch.equal(labels, y)
+    save_image_array(tmp_path / "back.npz", u8, y)
+    images, labels = load_image_array(tmp_path / "back.npz")
+    assert torch.equal(images, u8) and torch.equal(labels, y)
+
+
+def test_sample_writes_an_array_that_eval_folder_scores(trained, tmp_path, capsys):
+    arr = tmp_path / "s.npz"
+    code, out, err = run_cli(["sample", trained, "--n", 20, "--labels", 3, "--out", arr, "--device", "cpu"], capsys)
+    assert code == 0, err
+    assert f"wrote 20 images to {arr}" in out
+    with np.load(arr) as f:
+        assert f["x"].dtype == np.uint8 and f["x"].shape[0] == 20 and (f["y"] == 3).all()
+    out_json = tmp_path / "e.json"
+    code, _, err = run_cli(["eval-folder", arr, "--data", "digits", "--metrics", "fid", "--out", out_json,
+                            "--device", "cpu"], capsys)
+    assert code == 0, err
+    assert json.loads(out_json.read_text())["protocol"]["labels"] == "stored with the images"
+
+
+@pytest.mark.parametrize("make,needle", [
+    (lambda p: np.save(p / "a.npy", np.zeros((4, 8, 8), np.float32)), "must be uint8"),
+    (lambda p: np.save(p / "a.npy", np.array([{"x": 1}], dtype=object)), "cannot read"),
+    (lambda p: np.save(p / "a.npy", np.zeros((4, 8, 8, 5), np.uint8)), "are not (N, H, W)"),
+    (lambda p: np.savez(p / "a.npz", x=np.zeros((4, 8, 8), np.uint8), y=np.array([0, 1, 2, 12])), "run from 0 to 12"),
+    (lambda p: np.savez(p / "a.npz", images=np.zeros((4, 8, 8), np.uint8), z=np.zeros(4)), "none is named 'x'"),
+    (lambda p: (p / "a.npz").write_bytes(b"PK\x03\x04 torn"), "cannot read"),
+])
+def test_bad_image_arrays_are_one_line_errors(make, needle, tmp_path, capsys):
+    make(tmp_path)
+    path = next(tmp_path.glob("a.np*"))
+    code, _, err = run_cli(["eval-folder", path, "--data", "digits", "--metrics", "fid", "--device", "cpu"], capsys)
+    assert code == 2
+    lines = [line for line in err.strip().splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in err
 
 
 def test_ref_stats_caches(capsys):

@@ -137,12 +137,16 @@ def _parse_labels(labels: str | None):
         raise ImagegenError(f"--labels takes integers like 3 or 0,1,2, got '{labels}'") from None
 
 
-def _write_images(x, out: Path | None, out_dir: Path | None, nrow: int | None = None) -> None:
+def _write_images(x, out: Path | None, out_dir: Path | None, nrow: int | None = None, labels=None) -> None:
+    from .data import ARRAY_EXTENSIONS, save_image_array, to_uint8
     from .trainer import save_grid
 
     if out is None and out_dir is None:
-        raise ImagegenError("say where to write: --out grid.png or --out-dir folder/")
-    if out is not None:
+        raise ImagegenError("say where to write: --out grid.png (or samples.npz) or --out-dir folder/")
+    if out is not None and out.suffix.lower() in ARRAY_EXTENSIONS:  # every image, uint8, for eval-folder
+        save_image_array(out, to_uint8(x.cpu()), labels)
+        _echo(f"wrote {x.shape[0]} images to {out}")
+    elif out is not None:
         save_grid(x, out, nrow=nrow)
         _echo(f"wrote {out}")
     if out_dir is not None:
@@ -166,7 +170,8 @@ ETA = typer.Option(None, help="DDIM eta")
 def sample_cmd(
     run: Path = typer.Argument(..., help="run directory or checkpoint file"),
     n: int = typer.Option(64, help="number of images"),
-    out: Path | None = typer.Option(None, help="one PNG grid"),
+    out: Path | None = typer.Option(None, help="one PNG grid, or a .npz of all images (uint8 x, labels y) "
+                                               "for 'imagegen eval-folder'"),
     out_dir: Path | None = typer.Option(None, help="one PNG per image in this folder"),
     labels: str | None = typer.Option(None, help="class label(s): 3, or one per image 0,1,2,..."),
     seed: int = typer.Option(0),
@@ -178,12 +183,16 @@ def sample_cmd(
     eta: float | None = ETA,
 ) -> None:
     """Draw samples from a trained model."""
+    import torch
+
     from .api import load
 
     model = load(run, device=device, ema=not no_ema)
-    x = model.sample(n, labels=_parse_labels(labels), seed=seed, batch_size=batch_size,
+    wanted = _parse_labels(labels)
+    x = model.sample(n, labels=wanted, seed=seed, batch_size=batch_size,
                      **_sample_options(sampler, steps, guidance, temperature, truncation, eta))
-    _write_images(x, out, out_dir)
+    y = None if wanted is None else torch.tensor(wanted * n if len(wanted) == 1 else wanted)
+    _write_images(x, out, out_dir, labels=y)
 
 
 @app.command("eval-nll")

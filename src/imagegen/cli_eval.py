@@ -78,7 +78,8 @@ def register(app: typer.Typer) -> None:
 
     @app.command("eval-folder")
     def eval_folder_cmd(
-        folder: Path = typer.Argument(..., help="folder of generated images (class sub-folders give labels)"),
+        folder: Path = typer.Argument(..., help="folder of generated images (class sub-folders give labels), or "
+                                                "a .npz/.npy of uint8 images (labels under y)"),
         data: str = typer.Option(..., help="reference dataset: mnist, fashion-mnist, cifar10, ..."),
         ref: str = typer.Option("test", help="reference split: train or test"),
         metrics: str = typer.Option("fid,kid,pr,dc", help=_METRICS_HELP),
@@ -96,7 +97,7 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, help="seed of KID subsets and CAS training"),
         refresh_cache: bool = typer.Option(False, help="recompute cached reference features"),
     ) -> None:
-        """Score any folder of generated images against a dataset split."""
+        """Score any folder (or .npz/.npy array) of generated images against a dataset split."""
         from .evaluate import evaluate_folder, parse_list
 
         opts = _options(metrics=parse_list(metrics, METRICS, "metric"), n=n, ref=ref, n_ref=n_ref,

@@ -496,6 +496,76 @@ def load_folder(path: Path, split: str, size: int | None, channels: int | None) 
     return ImageDataset(images, labels, info)
 
 
+# --- image arrays (.npz / .npy) ------------------------------------------------------------------------
+
+ARRAY_EXTENSIONS = (".npz", ".npy")
+
+
+def _images_nchw(a: np.ndarray, path: Path) -> np.ndarray:
+    if a.dtype != np.uint8:
+        raise ImagegenError(f"{path}: images must be uint8 (0-255), got {a.dtype}; quantise them first, e.g. "
+                            f"((x + 1) * 127.5 + 0.5).floor().clip(0, 255).astype(np.uint8) for x in [-1, 1]")
+    if a.ndim == 3:  # (N, H, W) grey
+        return a[:, None]
+    if a.ndim == 4 and a.shape[-1] in (1, 3):  # (N, H, W, C), as most sample files store them
+        return a.transpose(0, 3, 1, 2)
+    if a.ndim == 4 and a.shape[1] in (1, 3):  # (N, C, H, W)
+        return a
+    raise ImagegenError(f"{path}: images of shape {tuple(a.shape)} are not (N, H, W), (N, H, W, C) or "
+                        f"(N, C, H, W) with C = 1 or 3")
+
+
+def load_image_array(path: str | Path) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Images stored as a NumPy array: uint8 (N, H, W), (N, H, W, C) or (N, C, H, W), C = 1 or 3. In an
+    ``.npz`` the images are under ``x`` (else ``arr_0``, or the file's only array) and optional integer
+    labels under ``y``, ``labels`` or ``arr_1`` (guided-diffusion's sample files: ``arr_0`` images NHWC,
+    ``arr_1`` labels). Read with ``allow_pickle=False``: loading a file never runs code from it.
+    Returns (uint8 (N, C, H, W), labels (N,) long or None)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ImagegenError(f"image array {path} does not exist; check the path")
+    try:
+        with open(path, "rb") as fh:  # closed on every path, a torn file included
+            loaded = np.load(fh, allow_pickle=False)  # an array (.npy) or a lazy NpzFile (.npz)
+            arrays = {"x": loaded} if isinstance(loaded, np.ndarray) else {k: loaded[k] for k in loaded.files}
+    except Exception as e:  # a torn zip, a pickled object array, not NumPy at all
+        raise ImagegenError(f"cannot read {path} as a NumPy .npz/.npy array of uint8 images ({e}); "
+                            f"save it with numpy.savez(path, x=images)") from None
+    key = next((k for k in ("x", "arr_0") if k in arrays), None)
+    if key is None and len(arrays) == 1:
+        key = next(iter(arrays))
+    if key is None:
+        raise ImagegenError(f"{path} holds arrays {', '.join(sorted(arrays))} but none is named 'x' or 'arr_0'; "
+                            f"save the images under x (and labels under y)")
+    images = torch.from_numpy(np.ascontiguousarray(_images_nchw(arrays[key], path)))
+    label_key = next((k for k in ("y", "labels", "arr_1") if k in arrays and k != key), None)
+    labels = None
+    if label_key is not None:
+        y = arrays[label_key]
+        if y.ndim != 1 or y.shape[0] != images.shape[0] or not np.issubdtype(y.dtype, np.integer):
+            raise ImagegenError(f"{path}: labels '{label_key}' must be {images.shape[0]} integers, one per image, "
+                                f"got {y.dtype} of shape {tuple(y.shape)}")
+        labels = torch.from_numpy(y.astype(np.int64))
+    return images, labels
+
+
+def save_image_array(path: str | Path, images: torch.Tensor, labels: torch.Tensor | None = None) -> None:
+    """Write uint8 (N, C, H, W) images as ``x`` ((N, H, W) grey, (N, H, W, 3) colour) and labels as ``y``:
+    the layout ``load_image_array`` reads and that ``imagegen eval-folder`` scores."""
+    x = images.cpu().numpy()
+    x = x[:, 0] if x.shape[1] == 1 else x.transpose(0, 2, 3, 1)
+    arrays = {"x": np.ascontiguousarray(x)}
+    if labels is not None:
+        arrays["y"] = labels.cpu().numpy().astype(np.int64)
+    path = Path(path)
+    if path.suffix == ".npy":
+        if labels is not None:
+            raise ImagegenError(f"{path}: a .npy file holds one array; write labelled samples to a .npz")
+        np.save(path, arrays["x"])
+    else:
+        np.savez_compressed(path, **arrays)
+
+
 # ---------------------------------------------------------------------------------------------- single images
 
 

@@ -469,8 +469,10 @@ def _folder_labels(class_names: tuple[str, ...], dataset_classes: tuple[str, ...
 
 
 def evaluate_folder(folder: str | Path, dataset: str, opts: EvalOptions, out: str | Path | None = None) -> dict:
-    """Evaluate any folder of generated images (class sub-folders give labels for cacc/cas)."""
-    from .data import load_folder
+    """Evaluate any folder of generated images (class sub-folders give labels for cacc/cas), or a NumPy
+    ``.npz``/``.npy`` file of uint8 images (``imagegen.data.load_image_array``; labels, if stored, are
+    the dataset's class indices)."""
+    from .data import ARRAY_EXTENSIONS, load_folder, load_image_array
 
     metrics = parse_list(opts.metrics, METRICS, "metric")
     if "nll" in metrics:
@@ -480,23 +482,33 @@ def evaluate_folder(folder: str | Path, dataset: str, opts: EvalOptions, out: st
     opts.metrics = metrics
     opts.features = parse_list(opts.features, FEATURES, "feature network") or ["inception"]
     folder = Path(folder).expanduser()
-    ds = load_folder(folder, "__no_split__", None, None)
-    images, labels = ds.images, ds.labels
+    is_array = folder.suffix.lower() in ARRAY_EXTENSIONS
+    if is_array:
+        images, labels = load_image_array(folder)
+    else:
+        ds = load_folder(folder, "__no_split__", None, None)
+        images, labels = ds.images, ds.labels
     if opts.n and opts.n < images.shape[0]:
         images = images[: opts.n]
         labels = None if labels is None else labels[: opts.n]
     if labels is not None:
         _, _, ref_info, _ = load_reference(dataset, opts.ref, 1, opts.data_root, None, None)
-        mapping = _folder_labels(ds.info.class_names, ref_info.class_names)
-        if mapping is None:
-            if any(m in metrics for m in ("cacc", "cas")):
-                raise ImagegenError(f"the sub-folders of {folder} ({', '.join(ds.info.class_names[:5])}...) are not "
-                                    f"{dataset} classes; name them 0..9 or after the classes")
-            labels = None
+        if is_array:  # stored labels are the dataset's class indices
+            if not 0 <= int(labels.min()) <= int(labels.max()) < max(ref_info.num_classes, 1):
+                raise ImagegenError(f"the labels in {folder} run from {int(labels.min())} to {int(labels.max())} "
+                                    f"but {dataset} has {ref_info.num_classes} classes")
         else:
-            labels = torch.tensor(mapping)[labels]
-    proto = {"generated_from": f"folder {folder.resolve()}", "folder_images": int(images.shape[0]),
-             "labels": "from class sub-folders" if labels is not None else None}
+            mapping = _folder_labels(ds.info.class_names, ref_info.class_names)
+            if mapping is None:
+                if any(m in metrics for m in ("cacc", "cas")):
+                    raise ImagegenError(f"the sub-folders of {folder} ({', '.join(ds.info.class_names[:5])}...) "
+                                        f"are not {dataset} classes; name them 0..9 or after the classes")
+                labels = None
+            else:
+                labels = torch.tensor(mapping)[labels]
+    source, how = ("array", "stored with the images") if is_array else ("folder", "from class sub-folders")
+    proto = {"generated_from": f"{source} {folder.resolve()}", "folder_images": int(images.shape[0]),
+             "labels": how if labels is not None else None}
     result = evaluate_images(images, labels, dataset, opts, proto)
     if out is not None:
         write_result(result, out)
