@@ -183,6 +183,7 @@ def test_sample_writes_an_array_that_eval_folder_scores(trained, tmp_path, capsy
     (lambda p: np.savez(p / "a.npz", x=np.zeros((4, 8, 8), np.uint8), y=np.array([0, 1, 2, 12])), "run from 0 to 12"),
     (lambda p: np.savez(p / "a.npz", images=np.zeros((4, 8, 8), np.uint8), z=np.zeros(4)), "none is named 'x'"),
     (lambda p: (p / "a.npz").write_bytes(b"PK\x03\x04 torn"), "cannot read"),
+    (lambda p: np.save(p / "a.npy", np.zeros((0, 8, 8), np.uint8)), "holds no images"),
 ])
 def test_bad_image_arrays_are_one_line_errors(make, needle, tmp_path, capsys):
     make(tmp_path)

@@ -538,6 +538,8 @@ def load_image_array(path: str | Path) -> tuple[torch.Tensor, torch.Tensor | Non
         raise ImagegenError(f"{path} holds arrays {', '.join(sorted(arrays))} but none is named 'x' or 'arr_0'; "
                             f"save the images under x (and labels under y)")
     images = torch.from_numpy(np.ascontiguousarray(_images_nchw(arrays[key], path)))
+    if images.shape[0] == 0:
+        raise ImagegenError(f"{path} holds no images (its array '{key}' has shape {tuple(arrays[key].shape)})")
     label_key = next((k for k in ("y", "labels", "arr_1") if k in arrays and k != key), None)
     labels = None
     if label_key is not None:

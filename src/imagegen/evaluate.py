@@ -493,8 +493,10 @@ def evaluate_folder(folder: str | Path, dataset: str, opts: EvalOptions, out: st
         labels = None if labels is None else labels[: opts.n]
     if labels is not None:
         _, _, ref_info, _ = load_reference(dataset, opts.ref, 1, opts.data_root, None, None)
-        if is_array:  # stored labels are the dataset's class indices
-            if not 0 <= int(labels.min()) <= int(labels.max()) < max(ref_info.num_classes, 1):
+        if is_array and not ref_info.num_classes:  # an unlabelled reference: nothing to compare labels with
+            labels = None
+        elif is_array:  # stored labels are the dataset's class indices
+            if not 0 <= int(labels.min()) <= int(labels.max()) < ref_info.num_classes:
                 raise ImagegenError(f"the labels in {folder} run from {int(labels.min())} to {int(labels.max())} "
                                     f"but {dataset} has {ref_info.num_classes} classes")
         else:
