@@ -560,12 +560,11 @@ def save_image_array(path: str | Path, images: torch.Tensor, labels: torch.Tenso
     if labels is not None:
         arrays["y"] = labels.cpu().numpy().astype(np.int64)
     path = Path(path)
-    if path.suffix == ".npy":
-        if labels is not None:
-            raise ImagegenError(f"{path}: a .npy file holds one array; write labelled samples to a .npz")
-        np.save(path, arrays["x"])
-    else:
-        np.savez_compressed(path, **arrays)
+    npy = path.suffix.lower() == ".npy"
+    if npy and labels is not None:
+        raise ImagegenError(f"{path}: a .npy file holds one array; write labelled samples to a .npz")
+    with open(path, "wb") as fh:  # a file object: numpy keeps the name as given (no added suffix)
+        np.save(fh, arrays["x"]) if npy else np.savez_compressed(fh, **arrays)
 
 
 # ---------------------------------------------------------------------------------------------- single images
