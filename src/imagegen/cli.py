@@ -183,15 +183,13 @@ def sample_cmd(
     eta: float | None = ETA,
 ) -> None:
     """Draw samples from a trained model."""
-    import torch
-
     from .api import load
+    from .families.base import check_labels
 
     model = load(run, device=device, ema=not no_ema)
-    wanted = _parse_labels(labels)
-    x = model.sample(n, labels=wanted, seed=seed, batch_size=batch_size,
+    y = check_labels(_parse_labels(labels), n, model.info.num_classes, "cpu")  # (n,) as model.sample uses them
+    x = model.sample(n, labels=y, seed=seed, batch_size=batch_size,
                      **_sample_options(sampler, steps, guidance, temperature, truncation, eta))
-    y = None if wanted is None else torch.tensor(wanted * n if len(wanted) == 1 else wanted)
     _write_images(x, out, out_dir, labels=y)
 
 
