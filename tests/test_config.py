@@ -26,6 +26,41 @@ def test_bad_overrides_are_clear_errors(item, match):
         config.resolve("vae", overrides=config.parse_overrides([item]))
 
 
+@pytest.mark.parametrize("family,item,match", [
+    ("vae", "train.lr=-1", r"train.lr must be > 0, got -1.0"),
+    ("vae", "train.batch_size=0", r"train.batch_size must be >= 1"),
+    ("vae", "train.ema_decay=1", r"train.ema_decay must lie in \[0, 1\)"),
+    ("vae", "train.adam_betas=0.9,1.5", r"train.adam_betas\[1\] must lie in \[0, 1\)"),
+    ("vae", "data.image_size=0", r"data.image_size must be >= 1"),
+    ("vae", "model.latent_dim=0", r"model.latent_dim must be >= 1"),
+    ("vae", "model.channel_mult=1,0", r"model.channel_mult\[1\] must be >= 1"),
+    ("gan", "model.lr_d=0", r"model.lr_d must be > 0"),
+    ("gan", "model.r1_gamma=-1", r"model.r1_gamma must be >= 0"),
+    ("pixelcnn", "model.layers=-1", r"model.layers must be >= 0"),
+    ("diffusion", "model.label_dropout=1", r"model.label_dropout must lie in \[0, 1\)"),
+    ("diffusion", "model.beta_end=1.5", r"model.beta_end must lie in \(0, 1\)"),
+])
+def test_out_of_range_values_are_clear_errors(family, item, match):
+    with pytest.raises(ImagegenError, match=match):
+        config.resolve(family, overrides=config.parse_overrides([item]))
+
+
+def test_ranges_name_real_fields_and_defaults_lie_inside():
+    """Every RANGES entry names a numeric field of its class, and the defaults satisfy it."""
+    import dataclasses
+
+    from imagegen import registry
+
+    classes = [config.DataConfig, config.TrainConfig] + [registry.get_family(f).Config for f in registry.FAMILIES]
+    for cls in classes:
+        ranges = cls.RANGES
+        names = {f.name for f in dataclasses.fields(cls)}
+        default = cls()
+        for name, spec in ranges.items():
+            assert name in names, f"{cls.__name__}.RANGES names no field '{name}'"
+            config.check_range(getattr(default, name), spec, name)
+
+
 def test_family_defaults_then_preset_then_overrides():
     cfg = config.resolve("vae")
     assert cfg.train.lr == 1e-3  # the family's TRAIN_DEFAULTS beat the dataclass default

@@ -300,9 +300,13 @@ def test_state_dict_round_trip_with_spectral_norm():
 
 
 def test_config_errors_are_user_errors():
-    for bad in ({"loss": "lsgan"}, {"arch": "stylegan"}, {"d_steps": 0}, {"diffaug_policy": "flip"}):
+    from imagegen import config
+
+    for bad in ({"loss": "lsgan"}, {"arch": "stylegan"}, {"diffaug_policy": "flip"}):
         with pytest.raises(ImagegenError):
             gan.build(tiny(**bad), DIGITS)
+    with pytest.raises(ImagegenError, match="model.d_steps must be >= 1"):  # ranges: when the config is read
+        config.resolve("gan", overrides={"model": {"d_steps": 0}})
     with pytest.raises(ImagegenError):
         gan.build(tiny(), DataInfo(channels=1, size=7))
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from importlib import resources
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -30,6 +31,8 @@ class DataConfig:
     limit: int | None = None  # keep only the first N images (quick experiments)
     hflip: bool = False  # random horizontal flips while training (colour datasets)
     download: bool = True  # let torchvision download a missing dataset (needs a network)
+
+    RANGES: ClassVar[dict[str, str]] = {"image_size": "[1,inf)", "limit": "[1,inf)"}
 
 
 @dataclass
@@ -53,6 +56,12 @@ class TrainConfig:
     keep_last: int = 3  # checkpoints kept on disk
     sample_n: int = 64  # images in the periodic grids
     device: str = "auto"  # auto | cpu | cuda
+
+    RANGES: ClassVar[dict[str, str]] = {
+        "batch_size": "[1,inf)", "lr": "(0,inf)", "adam_betas": "[0,1)", "weight_decay": "[0,inf)",
+        "grad_clip": "[0,inf)", "grad_accum_steps": "[1,inf)", "ema_decay": "[0,1)", "steps": "[0,inf)",
+        "kimg": "[0,inf)", "budget_minutes": "(0,inf)", "log_every": "[1,inf)", "sample_every": "[0,inf)",
+        "ckpt_every": "[1,inf)", "keep_last": "[1,inf)", "sample_n": "[1,inf)"}
 
 
 @dataclass
@@ -134,6 +143,27 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
     raise ImagegenError(f"{where}: unsupported type {_type_name(tp)}")
 
 
+def check_range(value: Any, spec: str, where: str) -> None:
+    """``spec`` is an interval such as ``[1,inf)``, ``(0,inf)`` or ``[0,1)``; a list is checked item by item
+    and None (an unset optional) passes. A config class lists its fields' intervals in ``RANGES``."""
+    if value is None:
+        return
+    if isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            check_range(v, spec, f"{where}[{i}]")
+        return
+    lo_s, hi_s = spec[1:-1].split(",")
+    lo, hi = float(lo_s), float(hi_s)
+    ok_lo = value > lo if spec[0] == "(" else value >= lo
+    ok_hi = value < hi if spec[-1] == ")" else value <= hi
+    if ok_lo and ok_hi:
+        return
+    if math.isinf(hi):
+        need = f"> {lo_s}" if spec[0] == "(" else f">= {lo_s}"
+        raise ImagegenError(f"{where} must be {need}, got {value}")
+    raise ImagegenError(f"{where} must lie in {spec[0]}{lo_s}, {hi_s}{spec[-1]}, got {value}")
+
+
 def from_dict(cls, data: dict, where: str = "") -> Any:
     """Build dataclass ``cls`` from a plain dict, rejecting unknown keys and ill-typed values."""
     if not isinstance(data, dict):
@@ -151,6 +181,8 @@ def from_dict(cls, data: dict, where: str = "") -> Any:
             kwargs[k] = from_dict(tp, v, _join(where, k))
         else:
             kwargs[k] = coerce(v, tp, _join(where, k))
+            if k in getattr(cls, "RANGES", {}):
+                check_range(kwargs[k], cls.RANGES[k], _join(where, k))
     return cls(**kwargs)
 
 

@@ -5,7 +5,9 @@ A family is one module with a fixed surface; the trainer, CLI, evaluator and dem
 Required::
 
     NAME: str                                     # registry name, e.g. "vae"
-    Config: type                                  # dataclass of every hyperparameter (the ``model.*`` keys)
+    Config: type                                  # dataclass of every hyperparameter (the ``model.*`` keys);
+        # its ``RANGES: ClassVar[dict[str, str]]`` gives numeric fields an interval such as "[1,inf)" or
+        # "[0,1)", checked with a one-line error whenever a config is read (imagegen.config.check_range)
     TRAIN_DEFAULTS: dict                          # optional: train.* defaults for this family (lr, betas, ...)
     def build(cfg, data_info) -> nn.Module        # data_info: imagegen.data.DataInfo
     def train_step(model, batch, opts, step, accel) -> dict[str, Tensor | float]

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import weakref
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -66,6 +67,13 @@ class Config:
     sample_bf16: bool = True  # bf16 autocast for the UNet while sampling on CUDA (never on CPU)
     # likelihood (eps and v): terms of the variational bound that nll() draws at random (0: all T-1)
     nll_t_samples: int = 0
+
+    RANGES: ClassVar[dict[str, str]] = {  # checked when a config is read (config.check_range)
+        "base_channels": "[1,inf)", "channel_mult": "[1,inf)", "num_res_blocks": "[1,inf)",
+        "attn_resolutions": "[1,inf)", "attn_heads": "[1,inf)", "dropout": "[0,1)", "norm_groups": "[1,inf)",
+        "label_dropout": "[0,1)", "num_timesteps": "[1,inf)", "beta_start": "(0,1)", "beta_end": "(0,1)",
+        "sigma_data": "(0,inf)", "p_std": "(0,inf)", "sigma_min": "(0,inf)", "sigma_max": "(0,inf)",
+        "nll_t_samples": "[0,inf)"}
 
 
 TRAIN_DEFAULTS = {"lr": 2e-4, "batch_size": 128, "grad_clip": 1.0, "ema_decay": 0.9999}
@@ -206,8 +214,6 @@ class Diffusion(nn.Module):
                                 "(use --set model.class_cond=false)")
         if not cfg.channel_mult:
             raise ImagegenError("model.channel_mult needs at least one level, e.g. 1,2,2")
-        if not 0.0 <= cfg.label_dropout < 1.0:
-            raise ImagegenError(f"model.label_dropout must lie in [0, 1), got {cfg.label_dropout}")
         self.cfg = cfg
         self.channels, self.size = data_info.channels, data_info.size
         self.bits = getattr(data_info, "bits", 8)  # 8: 256 levels per sub-pixel, 1: binary (nll's decoder)

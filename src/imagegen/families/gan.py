@@ -24,6 +24,7 @@ import logging
 import math
 import warnings
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -72,6 +73,11 @@ class Config:
     health_every: int = 100  # steps between mode-collapse / divergence checks (0: off)
     collapse_ratio: float = 0.15  # warn when sample diversity / data diversity falls below this
 
+    RANGES: ClassVar[dict[str, str]] = {  # checked when a config is read (config.check_range)
+        "z_dim": "[1,inf)", "g_channels": "[1,inf)", "d_channels": "[1,inf)", "lr_g": "(0,inf)", "lr_d": "(0,inf)",
+        "d_steps": "[1,inf)", "gp_weight": "[0,inf)", "r1_gamma": "[0,inf)", "r1_every": "[1,inf)",
+        "health_every": "[0,inf)", "collapse_ratio": "[0,inf)"}
+
 
 TRAIN_DEFAULTS = {
     # DCGAN's optimiser (Radford et al. 2015: Adam, lr 2e-4, beta1 0.5); no gradient clipping, which GAN
@@ -91,13 +97,6 @@ def _validate(cfg: Config) -> None:
         raise ImagegenError(f"model.arch must be one of {', '.join(ARCHS)}, got '{cfg.arch}'")
     if cfg.loss not in LOSSES:
         raise ImagegenError(f"model.loss must be one of {', '.join(LOSSES)}, got '{cfg.loss}'")
-    for name in ("z_dim", "g_channels", "d_channels", "d_steps", "r1_every"):
-        if getattr(cfg, name) < 1:
-            raise ImagegenError(f"model.{name} must be at least 1, got {getattr(cfg, name)}")
-    if cfg.r1_gamma < 0 or cfg.gp_weight < 0:
-        raise ImagegenError("model.r1_gamma and model.gp_weight must be >= 0")
-    if cfg.health_every < 0:
-        raise ImagegenError("model.health_every must be >= 0 (0 turns the checks off)")
     _parse_policy(cfg.diffaug_policy)
 
 
@@ -345,8 +344,6 @@ def configure_optimizers(model: GAN, model_cfg: Config, train_cfg) -> dict[str, 
     betas = tuple(train_cfg.adam_betas)
     lr_g = model_cfg.lr_g if model_cfg.lr_g is not None else train_cfg.lr
     lr_d = model_cfg.lr_d if model_cfg.lr_d is not None else train_cfg.lr
-    if lr_g <= 0 or lr_d <= 0:
-        raise ImagegenError(f"learning rates must be positive (model.lr_g={lr_g}, model.lr_d={lr_d})")
     model.grad_clip = float(train_cfg.grad_clip or 0.0)
     kw = dict(betas=betas, weight_decay=train_cfg.weight_decay)
     if next(model.parameters()).is_cuda:

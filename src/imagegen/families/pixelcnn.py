@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -74,6 +75,10 @@ class Config:
     likelihood: str = "auto"  # auto | bernoulli | softmax | logistic_mixture
     mixture_components: int = 10  # logistic_mixture only (PixelCNN++ uses 10)
     class_cond: bool = False  # class-conditional biases in every layer (Gated PixelCNN eq. 4)
+
+    RANGES: ClassVar[dict[str, str]] = {  # checked when a config is read (config.check_range)
+        "hidden_channels": "[1,inf)", "layers": "[0,inf)", "kernel_size": "[1,inf)", "first_kernel_size": "[1,inf)",
+        "head_channels": "[1,inf)", "mixture_components": "[1,inf)"}
 
 
 TRAIN_DEFAULTS = {"lr": 1e-3, "batch_size": 64, "ema_decay": 0.999}
@@ -431,11 +436,8 @@ class AutoregressiveModel(nn.Module):
                 raise ImagegenError(f"model.{name} must be one of {', '.join(valid)}, got '{value}'")
         for name in ("kernel_size", "first_kernel_size"):
             k = getattr(cfg, name)
-            if k < 1 or k % 2 == 0:
-                raise ImagegenError(f"model.{name} must be a positive odd number, got {k}")
-        if cfg.layers < 0 or cfg.hidden_channels < 1 or cfg.head_channels < 1 or cfg.mixture_components < 1:
-            raise ImagegenError("model.layers must be >= 0 and model.hidden_channels, head_channels and "
-                                "mixture_components >= 1")
+            if k % 2 == 0:
+                raise ImagegenError(f"model.{name} must be odd, got {k}")
         if cfg.class_cond and info.num_classes == 0:
             raise ImagegenError("model.class_cond=true needs labelled data; this dataset has no labels "
                                 "(use --set model.class_cond=false)")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +39,10 @@ class Config:
     likelihood: str = "auto"  # auto | bernoulli | logistic (auto: bernoulli for binary data)
     class_cond: bool = False
     nll_samples: int = 1000  # k of the IWAE bound used by nll()
+
+    RANGES: ClassVar[dict[str, str]] = {  # checked when a config is read (config.check_range)
+        "latent_dim": "[1,inf)", "base_channels": "[1,inf)", "channel_mult": "[1,inf)", "res_blocks": "[0,inf)",
+        "beta": "[0,inf)", "kl_warmup_steps": "[0,inf)", "nll_samples": "[1,inf)"}
 
 
 NLL_KIND = "IWAE upper bound on -log p(x) (Burda et al. 2015)"
