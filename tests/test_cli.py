@@ -41,11 +41,13 @@ def test_train_info_and_sample(trained, tmp_path, capsys):
     code, out, _ = run_cli(["info", trained], capsys)
     assert code == 0 and "family:      vae" in out and "step:        4" in out
     code, out, _ = run_cli(["sample", trained, "--n", "6", "--labels", "3", "--out", tmp_path / "g.png"], capsys)
-    assert code == 0 and Image.open(tmp_path / "g.png").size[0] > 16
+    with Image.open(tmp_path / "g.png") as grid:
+        assert code == 0 and grid.size[0] > 16
     code, _, _ = run_cli(["sample", trained, "--n", "3", "--labels", "0,1,2", "--out-dir", tmp_path / "s",
                       "--temperature", "0.5"], capsys)
     assert code == 0 and len(list((tmp_path / "s").glob("*.png"))) == 3
-    assert Image.open(tmp_path / "s" / "000000.png").size == (16, 16)
+    with Image.open(tmp_path / "s" / "000000.png") as first:
+        assert first.size == (16, 16)
 
 
 def test_eval_nll(trained, tmp_path, capsys):
@@ -91,6 +93,31 @@ def test_errors_are_one_line(argv, needle, capsys):
     assert code == 2
     lines = [line for line in err.strip().splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and needle in lines[0] and "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["sample", "RUN", "--n", "0", "--out", "g.png"], "--n must be >= 1, got 0"),
+    (["sample", "RUN", "--n", "2", "--out", "g.xyz"], "cannot write a '.xyz' file"),
+    (["inpaint", "RUN", "--image", "x.png", "--keep", "top-half", "--n", "-2", "--out", "f.png"],
+     "--n must be >= 1, got -2"),
+    (["eval", "RUN", "--metrics", "fid", "--n", "0"], "--n must be >= 1, got 0"),
+    (["eval", "RUN", "--metrics", "fid", "--n", "10", "--batch-size", "0"], "--batch-size must be >= 1"),
+])
+def test_bad_counts_and_outputs_fail_before_any_work(trained, tmp_path, argv, needle, capsys):
+    argv = [str(trained) if a == "RUN" else str(tmp_path / a) if a.endswith((".png", ".xyz")) else a for a in argv]
+    Image.new("L", (16, 16)).save(tmp_path / "x.png")
+    code, _, err = run_cli(argv, capsys)
+    assert code == 2 and needle in err and "Traceback" not in err, err
+    assert not (tmp_path / "g.png").exists() and not (tmp_path / "f.png").exists()
+
+
+def test_an_image_of_another_size_is_resized_with_a_warning(trained, tmp_path, capsys):
+    img = tmp_path / "big.png"
+    Image.new("L", (40, 20)).save(img)
+    with pytest.warns(UserWarning, match=r"big.png is 40x20; resized and centre-cropped to the model's 16x16"):
+        code, _, err = run_cli(["complete", trained, "--image", img, "--keep", "top-half", "--labels", "1",
+                                "--out", tmp_path / "c.png"], capsys)
+    assert code == 0, err
 
 
 def test_denoise_unsupported_is_clear(trained, tmp_path, capsys):

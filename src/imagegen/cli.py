@@ -137,12 +137,31 @@ def _parse_labels(labels: str | None):
         raise ImagegenError(f"--labels takes integers like 3 or 0,1,2, got '{labels}'") from None
 
 
+def _check_outputs(out: Path | None, out_dir: Path | None = None) -> None:
+    """Refuse an output we could not write before any sampling time is spent on it."""
+    from .data import ARRAY_EXTENSIONS, IMAGE_EXTENSIONS
+
+    if out is None and out_dir is None:
+        raise ImagegenError("say where to write: --out grid.png (or samples.npz) or --out-dir folder/")
+    known = sorted(IMAGE_EXTENSIONS) + list(ARRAY_EXTENSIONS)
+    if out is not None and out.suffix.lower() not in known:
+        raise ImagegenError(f"--out {out}: cannot write a '{out.suffix}' file; end the name in one of "
+                            f"{', '.join(known)}")
+    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
+        raise ImagegenError(f"--out-dir {out_dir} is a file; give a folder")
+
+
+def _check_count(name: str, n: int) -> None:
+    from .config import check_range
+
+    check_range(n, "[1,inf)", name)
+
+
 def _write_images(x, out: Path | None, out_dir: Path | None, nrow: int | None = None, labels=None) -> None:
     from .data import ARRAY_EXTENSIONS, save_image_array, to_uint8
     from .trainer import save_grid
 
-    if out is None and out_dir is None:
-        raise ImagegenError("say where to write: --out grid.png (or samples.npz) or --out-dir folder/")
+    _check_outputs(out, out_dir)
     if out is not None and out.suffix.lower() in ARRAY_EXTENSIONS:  # every image, uint8, for eval-folder
         save_image_array(out, to_uint8(x.cpu()), labels)
         _echo(f"wrote {x.shape[0]} images to {out}")
@@ -186,6 +205,8 @@ def sample_cmd(
     from .api import load
     from .families.base import check_labels
 
+    _check_outputs(out, out_dir)
+    _check_count("--n", n)
     model = load(run, device=device, ema=not no_ema)
     y = check_labels(_parse_labels(labels), n, model.info.num_classes, "cpu")  # (n,) as model.sample uses them
     x = model.sample(n, labels=y, seed=seed, batch_size=batch_size,
@@ -228,6 +249,8 @@ def _complete(run, image, mask, keep, n, out, labels, seed, device, options):
     from .api import load
     from .data import load_image, load_mask, make_mask
 
+    _check_outputs(out)
+    _check_count("--n", n)
     model = load(run, device=device)
     x = load_image(image, model.info)
     if (mask is None) == (keep is None):
@@ -275,6 +298,8 @@ def denoise_cmd(
     from .api import load
     from .data import load_image
 
+    _check_outputs(out)
+    _check_count("--n", n)
     model = load(run, device=device)
     x = load_image(image, model.info)
     y = model.denoise(x.expand(n, -1, -1, -1).clone(), strength, labels=_parse_labels(labels), seed=seed,
@@ -297,6 +322,7 @@ def interpolate_cmd(
     from .api import load
     from .data import load_image
 
+    _check_outputs(out)
     model = load(run, device=device)
     options = _sample_options(sampler, steps, None, None, truncation, None)
     if seeds is not None:
@@ -328,8 +354,13 @@ def _register_extensions() -> None:
 _register_extensions()
 
 
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    return f"warning: {message}\n"  # one line for the user, not the source line that raised it
+
+
 def main(argv: list[str] | None = None) -> None:
     warnings.simplefilter("default")
+    warnings.formatwarning = _format_warning
     try:
         app(args=argv, standalone_mode=False)
     except ImagegenError as e:

@@ -177,7 +177,9 @@ def load_dataset(cfg: DataConfig, split: str | None = None) -> ImageDataset:
         ds = load_cifar10(cfg, split)
     else:
         raise ImagegenError(f"unknown dataset '{name}'; choose one of: {', '.join(DATASETS)}")
-    if cfg.name != "digits" and not name.startswith("folder:"):
+    if name == "digits":  # already drawn at image_size
+        ds = _convert(ds, None, cfg.channels)
+    elif not name.startswith("folder:"):
         ds = _convert(ds, cfg.image_size, cfg.channels)
     if cfg.limit is not None:
         if cfg.limit <= 0:
@@ -294,7 +296,7 @@ def load_mnist_like(name: str, cfg: DataConfig, split: str) -> ImageDataset:
         try:
             _torchvision_download(folder, target)
         except Exception as e:  # network errors come in many types; all mean "not available"
-            warnings.warn(f"download of {name} failed: {e}", stacklevel=2)
+            warnings.warn(f"download of {name} failed: {_one_line(e)}", stacklevel=2)
         raw = target / folder / "raw"
         img, lbl = _find_idx(raw, img_stem), _find_idx(raw, lbl_stem)
         if img and lbl:
@@ -367,7 +369,7 @@ def load_cifar10(cfg: DataConfig, split: str) -> ImageDataset:
         try:
             torchvision.datasets.CIFAR10(root=str(cache_dir() / "datasets"), train=True, download=True)
         except Exception as e:
-            warnings.warn(f"download of cifar10 failed: {e}", stacklevel=2)
+            warnings.warn(f"download of cifar10 failed: {_one_line(e)}", stacklevel=2)
         found = locate()
     if found is None:
         expected = ", ".join(str(r / "cifar-10-batches-py" / names[0]) for r in roots)
@@ -387,6 +389,14 @@ def load_cifar10(cfg: DataConfig, split: str) -> ImageDataset:
 
 def _list_images(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def _one_line(e: Exception) -> str:
+    """A multi-line error (torchvision lists every mirror it tried) as one line: what failed, and the last cause."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    if not lines:
+        return type(e).__name__
+    return lines[0] if len(lines) == 1 else f"{lines[0].rstrip(':')}: {lines[-1]}"
 
 
 def _decode(path: Path, size: int, channels: int) -> np.ndarray:
@@ -423,7 +433,7 @@ def _is_grey(path: Path) -> bool:
 
 def load_folder(path: Path, split: str, size: int | None, channels: int | None) -> ImageDataset:
     if not path.is_dir():
-        raise ImagegenError(f"image folder {path} does not exist; check the path after 'folder:'")
+        raise ImagegenError(f"image folder {path} does not exist; check the path")
     if (path / split).is_dir():  # a folder with train/ and test/ sub-folders: pick the split
         path = path / split
     files = _list_images(path)
@@ -576,9 +586,16 @@ def load_image(path: str | Path, info: DataInfo) -> torch.Tensor:
     if not p.is_file():
         raise ImagegenError(f"image {p} does not exist")
     try:
+        from PIL import Image
+
+        with Image.open(p) as im:
+            w, h = im.size
         arr = _decode(p, info.size, info.channels)
     except Exception as e:
         raise ImagegenError(f"cannot read image {p}: {e}") from None
+    if (w, h) != (info.size, info.size):  # the model's size is fixed: say what we did to the user's image
+        crop = " and centre-cropped" if w != h else ""
+        warnings.warn(f"{p} is {w}x{h}; resized{crop} to the model's {info.size}x{info.size}", stacklevel=2)
     return to_float(torch.from_numpy(arr).unsqueeze(0))
 
 

@@ -66,6 +66,17 @@ class EvalOptions:
 # ---------------------------------------------------------------------------------------------- parsing
 
 
+def check_counts(opts: EvalOptions, n_min: int) -> None:
+    """The counts a user passes (--n, --n-ref, --batch-size, ...) as one-line errors, before any work."""
+    from .config import check_range
+
+    for name, value, spec in (("n", opts.n, f"[{n_min},inf)"), ("n-ref", opts.n_ref, "[2,inf)"),
+                              ("batch-size", opts.batch_size, "[1,inf)"), ("kid-subsets", opts.kid_subsets, "[1,inf)"),
+                              ("kid-subset-size", opts.kid_subset_size, "[2,inf)"),
+                              ("cas-epochs", opts.cas_epochs, "[1,inf)"), ("aug-real", opts.aug_real, "[1,inf)")):
+        check_range(value, spec, f"--{name}")
+
+
 def parse_list(text: str | list[str] | None, valid: tuple[str, ...], what: str) -> list[str]:
     if text is None:
         return []
@@ -369,6 +380,7 @@ def evaluate_run(path: str | Path, opts: EvalOptions, sample_options: dict | Non
     from .api import check_options
 
     sample_options = dict(sample_options or {})
+    check_counts(opts, 1)
     metrics = parse_list(opts.metrics, METRICS, "metric")
     if not metrics:
         raise ImagegenError(f"no metrics requested; pass --metrics with some of: {', '.join(METRICS)}")
@@ -474,6 +486,7 @@ def evaluate_folder(folder: str | Path, dataset: str, opts: EvalOptions, out: st
     the dataset's class indices)."""
     from .data import ARRAY_EXTENSIONS, load_folder, load_image_array
 
+    check_counts(opts, 0)  # 0: every image
     metrics = parse_list(opts.metrics, METRICS, "metric")
     if "nll" in metrics:
         raise ImagegenError("nll needs a model, not a folder of images; use 'imagegen eval RUN --metrics nll'")
