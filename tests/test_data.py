@@ -19,6 +19,11 @@ def test_digits_is_embedded_and_resized():
     # at 8x8 nothing is resampled: the pixels are the original 17 grey levels scaled to 0..255
     assert len(np.unique(test.images.numpy())) <= 17
     assert test.images.max() == 255
+    rgb = load_dataset(DataConfig(name="digits", channels=3), "test")  # data.channels is honoured, not ignored
+    assert rgb.images.shape == (297, 3, 16, 16) and rgb.info.channels == 3
+    assert torch.equal(rgb.images[:, 0], rgb.images[:, 2])
+    with pytest.raises(ImagegenError, match="data.channels must be 1 or 3"):
+        load_dataset(DataConfig(name="digits", channels=2))
 
 
 @pytest.mark.parametrize("gz", [True, False])
