@@ -102,6 +102,8 @@ def test_errors_are_one_line(argv, needle, capsys):
      "--n must be >= 1, got -2"),
     (["eval", "RUN", "--metrics", "fid", "--n", "0"], "--n must be >= 1, got 0"),
     (["eval", "RUN", "--metrics", "fid", "--n", "10", "--batch-size", "0"], "--batch-size must be >= 1"),
+    (["eval-nll", "RUN", "--n", "0"], "--n must be >= 1, got 0"),
+    (["eval-nll", "RUN", "--n", "5", "--batch-size", "0"], "--batch-size must be >= 1, got 0"),
 ])
 def test_bad_counts_and_outputs_fail_before_any_work(trained, tmp_path, argv, needle, capsys):
     argv = [str(trained) if a == "RUN" else str(tmp_path / a) if a.endswith((".png", ".xyz")) else a for a in argv]

@@ -77,9 +77,11 @@ def evaluate_nll(run: str | Path, split: str = "test", data_root: str | None = N
     """NLL of a run on the first ``n`` images of a split of its own dataset (see ``images_nll``)."""
     from . import __version__
     from .api import load
-    from .config import replace
+    from .config import check_range, replace
     from .data import load_dataset
 
+    check_range(n, "[1,inf)", "--n")
+    check_range(batch_size, "[1,inf)", "--batch-size")
     model = load(run, device=device)
     data_cfg = model.config.data if data_root is None else replace(model.config.data, root=data_root)
     ds = load_dataset(replace(data_cfg, limit=n), split).fixed_binarization(seed)
