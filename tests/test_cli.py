@@ -122,6 +122,16 @@ def test_an_image_of_another_size_is_resized_with_a_warning(trained, tmp_path, c
     assert code == 0, err
 
 
+@pytest.mark.parametrize("argv,needle", [
+    (["train-classifier", "--data", "mnist", "--bogus"], "No such option: --bogus"),
+    (["sample"], "Missing argument"),
+    (["sample", "run", "--n", "many"], "Invalid value for '--n'"),
+])
+def test_usage_errors_are_messages_not_tracebacks(argv, needle, capsys):
+    code, _, err = run_cli(argv, capsys)
+    assert code == 2 and needle in err and "Traceback" not in err, err
+
+
 def test_denoise_unsupported_is_clear(trained, tmp_path, capsys):
     img = tmp_path / "x.png"
     Image.new("L", (16, 16)).save(img)

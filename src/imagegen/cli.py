@@ -371,13 +371,26 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Abort:
         typer.echo("aborted", err=True)
         sys.exit(130)
-    except Exception as e:  # click's usage errors
-        import click
-
-        if isinstance(e, click.ClickException):
+    except Exception as e:  # click's usage errors (unknown option, missing argument, bad value)
+        if isinstance(e, _usage_error_types()):
             e.show()
             sys.exit(e.exit_code)
         raise
+
+
+def _usage_error_types() -> tuple[type, ...]:
+    """Click's exception class, and the copy newer typer releases vendor as ``typer._click`` (its usage
+    errors are not ``click.ClickException`` instances, so catching click's alone printed tracebacks)."""
+    import click
+
+    found = [click.ClickException]
+    try:
+        from typer._click.exceptions import ClickException as TyperClickException
+    except ImportError:  # typer that uses click itself
+        pass
+    else:
+        found.append(TyperClickException)
+    return tuple(found)
 
 
 if __name__ == "__main__":
