@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from . import checkpoint, config, registry
+from .config import check_range
 from .data import DataInfo
 from .errors import ImagegenError
 
@@ -75,8 +76,8 @@ class LoadedModel:
         """``n`` images (n, C, H, W) in [-1, 1] on the CPU; the same seed gives the same images."""
         from .families.base import check_labels
 
-        if n < 1 or batch_size < 1:
-            raise ImagegenError(f"sample needs n >= 1 and batch_size >= 1, got n={n}, batch_size={batch_size}")
+        check_range(n, "[1,inf)", "n")
+        check_range(batch_size, "[1,inf)", "batch_size")
         y = check_labels(labels, n, self.info.num_classes, self.device)
         g = self._generator(seed)
         out = []
@@ -88,8 +89,7 @@ class LoadedModel:
 
     def nll(self, x: torch.Tensor, labels=None, batch_size: int = 256, **options) -> torch.Tensor:
         """Negative log-likelihood in nats per image (or a bound, as the family documents)."""
-        if batch_size < 1:
-            raise ImagegenError(f"batch_size must be at least 1, got {batch_size}")
+        check_range(batch_size, "[1,inf)", "batch_size")
         out = []
         for start in range(0, x.shape[0], batch_size):
             xb = x[start:start + batch_size].to(self.device)
