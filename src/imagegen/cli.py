@@ -360,7 +360,14 @@ def _format_warning(message, category, filename, lineno, line=None) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     warnings.simplefilter("default")
-    warnings.formatwarning = _format_warning
+    previous_format, warnings.formatwarning = warnings.formatwarning, _format_warning
+    try:
+        _run(argv)
+    finally:  # in-process callers (tests, notebooks) get their own warning format back
+        warnings.formatwarning = previous_format
+
+
+def _run(argv: list[str] | None) -> None:
     try:
         app(args=argv, standalone_mode=False)
     except ImagegenError as e:
