@@ -158,10 +158,10 @@ def _check_count(name: str, n: int) -> None:
 
 
 def _write_images(x, out: Path | None, out_dir: Path | None, nrow: int | None = None, labels=None) -> None:
+    """Write what the command made; every caller ran ``_check_outputs`` before its sampling."""
     from .data import ARRAY_EXTENSIONS, save_image_array, to_uint8
     from .trainer import save_grid
 
-    _check_outputs(out, out_dir)
     if out is not None and out.suffix.lower() in ARRAY_EXTENSIONS:  # every image, uint8, for eval-folder
         save_image_array(out, to_uint8(x.cpu()), labels)
         _echo(f"wrote {x.shape[0]} images to {out}")

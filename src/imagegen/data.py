@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import DataConfig
+from .config import DataConfig, check_range
 from .errors import ImagegenError
 
 DATASETS = ("digits", "mnist", "fashion-mnist", "binarized-mnist", "cifar10", "folder:PATH")
@@ -182,8 +182,7 @@ def load_dataset(cfg: DataConfig, split: str | None = None) -> ImageDataset:
     elif not name.startswith("folder:"):
         ds = _convert(ds, cfg.image_size, cfg.channels)
     if cfg.limit is not None:
-        if cfg.limit <= 0:
-            raise ImagegenError(f"data.limit must be positive, got {cfg.limit}")
+        check_range(cfg.limit, DataConfig.RANGES["limit"], "data.limit")  # configs made by replace() skip from_dict
         ds = ImageDataset(ds.images[: cfg.limit], None if ds.labels is None else ds.labels[: cfg.limit],
                           ds.info, ds.binarize)
     return ds
