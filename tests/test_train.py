@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -89,3 +90,40 @@ def test_loaded_model_operations(tmp_path):
         m.sample(2, labels=3)
     with pytest.raises(ImagegenError, match="does not support 'denoise'"):
         m.denoise(x[:1], 0.5)
+
+
+def test_loaded_model_names_bad_inputs_in_one_line(tmp_path):
+    """Images, masks, seeds and devices a user passes to the Python API are checked where they enter, with
+    the expected form in the message, instead of failing deep inside a network (every case below raised a
+    raw RuntimeError from a conv or matmul, or silently ran, before the checks existed)."""
+    run = _train(tmp_path / "r", 2)
+    m = api.load(run)
+    x = torch.zeros(2, 1, 16, 16)
+    bad_images = [
+        (torch.zeros(2, 1, 8, 8), r"shape \(N, 1, 16, 16\).*got shape \(2, 1, 8, 8\)"),
+        (torch.zeros(1, 16, 16), r"add the batch dimension with x\[None\]"),
+        (torch.zeros(0, 1, 16, 16), r"got shape \(0, 1, 16, 16\)"),
+        (torch.zeros(2, 1, 16, 16, dtype=torch.uint8), "to_float converts uint8"),
+        (torch.full((2, 1, 16, 16), 255.0), r"values in \[-1, 1\], got \[255, 255\]"),
+        (torch.full((2, 1, 16, 16), float("nan")), "NaN or infinite"),
+        (x.numpy(), "got ndarray"),
+    ]
+    for bad, msg in bad_images:
+        with pytest.raises(ImagegenError, match=msg):
+            m.nll(bad)
+    with pytest.raises(ImagegenError, match="a must be a float tensor"):
+        m.interpolate(torch.zeros(1, 1, 8, 8), x[:1])
+    with pytest.raises(ImagegenError, match=r"mask must be .*shape \(1 or 2, 1, 16, 16\), got shape \(1, 1, 8, 8\)"):
+        m.complete(x, torch.ones(1, 1, 8, 8))
+    with pytest.raises(ImagegenError, match="got other values"):
+        m.complete(x, torch.full((1, 1, 16, 16), 0.5))
+    with pytest.raises(ImagegenError, match="not class-conditional"):
+        m.nll(x, labels=[1, 2])
+    with pytest.raises(ImagegenError, match="seed must be an integer"):
+        m.sample(2, seed="a")
+    with pytest.raises(ImagegenError, match="unknown device 'tpu'"):
+        api.load(run, device="tpu")
+    # the accepted forms still work: a bool mask of one image for the whole batch, a numpy integer seed
+    keep = torch.ones(1, 1, 16, 16, dtype=torch.bool)
+    assert torch.equal(m.complete(x, keep), x)
+    assert torch.equal(m.sample(2, seed=np.int64(3)), m.sample(2, seed=3))

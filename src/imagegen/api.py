@@ -4,6 +4,7 @@ speaks the family contract (sample, nll, complete, denoise, interpolate, reconst
 from __future__ import annotations
 
 import inspect
+import operator
 from pathlib import Path
 
 import torch
@@ -41,7 +42,10 @@ def pick_device(device: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ImagegenError("--device cuda but no CUDA device is visible; use --device cpu")
-    return torch.device(device)
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ImagegenError(f"unknown device '{device}'; use auto, cpu, cuda or cuda:N") from None
 
 
 class LoadedModel:
@@ -61,7 +65,49 @@ class LoadedModel:
         return f"LoadedModel({self.family}, step {self.step}, {self.info.channels}x{self.info.size}x{self.info.size})"
 
     def _generator(self, seed: int | None) -> torch.Generator | None:
-        return None if seed is None else torch.Generator(device=self.device).manual_seed(seed)
+        if seed is None:
+            return None
+        try:
+            seed = operator.index(seed)  # int, numpy integer, 0-d integer tensor
+        except TypeError:
+            raise ImagegenError(f"seed must be an integer or None, got {seed!r}") from None
+        return torch.Generator(device=self.device).manual_seed(seed)
+
+    def _images(self, x, what: str = "x") -> torch.Tensor:
+        """Check a batch of images against the model's data (shape, dtype, finite, in [-1, 1]) and move it
+        to the model's device, so a wrong input is named here instead of failing deep inside a network."""
+        c, s = self.info.channels, self.info.size
+        want = f"a float tensor of shape (N, {c}, {s}, {s}) with values in [-1, 1]"
+        if not isinstance(x, torch.Tensor):
+            raise ImagegenError(f"{what} must be {want}, got {type(x).__name__}")
+        if not x.is_floating_point():
+            hint = "; imagegen.data.to_float converts uint8 images" if x.dtype == torch.uint8 else ""
+            raise ImagegenError(f"{what} must be {want}, got dtype {x.dtype}{hint}")
+        if x.dim() != 4 or tuple(x.shape[1:]) != (c, s, s) or x.shape[0] == 0:
+            hint = "; add the batch dimension with x[None]" if tuple(x.shape) == (c, s, s) else ""
+            raise ImagegenError(f"{what} must be {want}, got shape {tuple(x.shape)}{hint}")
+        if not torch.isfinite(x).all():
+            raise ImagegenError(f"{what} contains NaN or infinite values")
+        lo, hi = x.min().item(), x.max().item()
+        if lo < -1 - 1e-4 or hi > 1 + 1e-4:
+            raise ImagegenError(f"{what} must have values in [-1, 1], got [{lo:.4g}, {hi:.4g}]; "
+                                "imagegen.data.to_float maps uint8 0..255 to [-1, 1]")
+        return x.to(self.device)
+
+    def _mask(self, mask, x: torch.Tensor) -> torch.Tensor:
+        """A keep-mask for ``x``: 1 = known pixel, 0 = to fill; shape (N or 1, 1 or C, H, W)."""
+        n, c, s = x.shape[0], self.info.channels, self.info.size
+        dims = ["1" if k == 1 else f"1 or {k}" for k in (n, c)]
+        want = f"a tensor of 0s and 1s of shape ({dims[0]}, {dims[1]}, {s}, {s})"
+        if not isinstance(mask, torch.Tensor):
+            raise ImagegenError(f"mask must be {want}, got {type(mask).__name__}")
+        if mask.dim() != 4 or mask.shape[0] not in (1, n) or mask.shape[1] not in (1, c) \
+                or tuple(mask.shape[2:]) != (s, s):
+            raise ImagegenError(f"mask must be {want}, got shape {tuple(mask.shape)}")
+        mask = mask.float()
+        if not ((mask == 0) | (mask == 1)).all():
+            raise ImagegenError(f"mask must be {want}, got other values; threshold it, e.g. (mask > 0.5).float()")
+        return mask.to(self.device)
 
     def _call(self, fn_name: str, *args, **options):
         fn = getattr(self.fam, fn_name, None)
@@ -89,30 +135,35 @@ class LoadedModel:
 
     def nll(self, x: torch.Tensor, labels=None, batch_size: int = 256, **options) -> torch.Tensor:
         """Negative log-likelihood in nats per image (or a bound, as the family documents)."""
+        from .families.base import check_labels
+
         check_range(batch_size, "[1,inf)", "batch_size")
+        x = self._images(x)
+        y = check_labels(labels, x.shape[0], self.info.num_classes, self.device)
         out = []
         for start in range(0, x.shape[0], batch_size):
-            xb = x[start:start + batch_size].to(self.device)
-            yb = None if labels is None else torch.as_tensor(labels)[start:start + batch_size].to(self.device)
+            xb = x[start:start + batch_size]
+            yb = None if y is None else y[start:start + batch_size]
             out.append(self._call("nll", xb, labels=yb, **options).double().cpu())
         return torch.cat(out)
 
     def complete(self, x: torch.Tensor, mask: torch.Tensor, labels=None, seed: int | None = 0, **options):
-        return self._call("complete", x.to(self.device), mask.to(self.device), labels=labels,
+        x = self._images(x)
+        return self._call("complete", x, self._mask(mask, x), labels=labels,
                           generator=self._generator(seed), **options).float().cpu()
 
     def denoise(self, x: torch.Tensor, strength: float, labels=None, seed: int | None = 0, **options):
-        return self._call("denoise", x.to(self.device), strength, labels=labels,
+        return self._call("denoise", self._images(x), strength, labels=labels,
                           generator=self._generator(seed), **options).float().cpu()
 
     def interpolate(self, a, b, frames: int = 8, labels=None, seed: int | None = 0, **options):
-        a = None if a is None else a.to(self.device)
-        b = None if b is None else b.to(self.device)
+        a = None if a is None else self._images(a, "a")
+        b = None if b is None else self._images(b, "b")
         return self._call("interpolate", a, b, frames, labels=labels, generator=self._generator(seed),
                           **options).float().cpu()
 
     def reconstruct(self, x: torch.Tensor, labels=None) -> torch.Tensor:
-        return self._call("reconstruct", x.to(self.device), labels=labels).float().cpu()
+        return self._call("reconstruct", self._images(x), labels=labels).float().cpu()
 
 
 class _nullcontext:
