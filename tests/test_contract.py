@@ -98,6 +98,10 @@ def test_complete_keeps_known_pixels(name):
     out = fam.complete(model, x, mask, generator=torch.Generator().manual_seed(0), **opts)
     assert out.shape == x.shape and torch.isfinite(out).all()
     assert torch.equal(out[:, :, :8], x[:, :, :8])
+    # the Python API takes one mask for the whole batch (bool here) and hands the family one per image
+    loaded = api.LoadedModel(name, cfg, INFO, model, {}, None, torch.device("cpu"))
+    via_api = loaded.complete(x, mask[:1].bool(), seed=0, **opts)
+    assert via_api.shape == x.shape and torch.equal(via_api[:, :, :8], x[:, :, :8])
 
 
 @pytest.mark.parametrize("name", FAMILIES)

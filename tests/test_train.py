@@ -113,7 +113,7 @@ def test_loaded_model_names_bad_inputs_in_one_line(tmp_path):
             m.nll(bad)
     with pytest.raises(ImagegenError, match="a must be a float tensor"):
         m.interpolate(torch.zeros(1, 1, 8, 8), x[:1])
-    with pytest.raises(ImagegenError, match=r"mask must be .*shape \(1 or 2, 1, 16, 16\), got shape \(1, 1, 8, 8\)"):
+    with pytest.raises(ImagegenError, match=r"mask must be .*shape \(2 or 1, 1, 16, 16\), got shape \(1, 1, 8, 8\)"):
         m.complete(x, torch.ones(1, 1, 8, 8))
     with pytest.raises(ImagegenError, match="got other values"):
         m.complete(x, torch.full((1, 1, 16, 16), 0.5))

@@ -95,19 +95,18 @@ class LoadedModel:
         return x.to(self.device)
 
     def _mask(self, mask, x: torch.Tensor) -> torch.Tensor:
-        """A keep-mask for ``x``: 1 = known pixel, 0 = to fill; shape (N or 1, 1 or C, H, W)."""
-        n, c, s = x.shape[0], self.info.channels, self.info.size
-        dims = ["1" if k == 1 else f"1 or {k}" for k in (n, c)]
-        want = f"a tensor of 0s and 1s of shape ({dims[0]}, {dims[1]}, {s}, {s})"
+        """A keep-mask for ``x`` (1 = known pixel, 0 = to fill), one per image or one for all: (N or 1, 1,
+        H, W), 0/1 values (bool or float). Returned as float (N, 1, H, W) on the model's device."""
+        n, s = x.shape[0], self.info.size
+        want = f"a tensor of 0s and 1s of shape ({'1' if n == 1 else f'{n} or 1'}, 1, {s}, {s})"
         if not isinstance(mask, torch.Tensor):
             raise ImagegenError(f"mask must be {want}, got {type(mask).__name__}")
-        if mask.dim() != 4 or mask.shape[0] not in (1, n) or mask.shape[1] not in (1, c) \
-                or tuple(mask.shape[2:]) != (s, s):
+        if mask.dim() != 4 or mask.shape[0] not in (1, n) or tuple(mask.shape[1:]) != (1, s, s):
             raise ImagegenError(f"mask must be {want}, got shape {tuple(mask.shape)}")
         mask = mask.float()
         if not ((mask == 0) | (mask == 1)).all():
             raise ImagegenError(f"mask must be {want}, got other values; threshold it, e.g. (mask > 0.5).float()")
-        return mask.to(self.device)
+        return mask.expand(n, -1, -1, -1).contiguous().to(self.device)
 
     def _call(self, fn_name: str, *args, **options):
         fn = getattr(self.fam, fn_name, None)
