@@ -125,3 +125,21 @@ def test_binary_data(name, accel):
     model.train()
     logs = fam.train_step(model, _batch(info), opts, 0, accel)
     assert torch.isfinite(torch.as_tensor(logs["loss"])).all()
+
+
+@pytest.mark.parametrize("name", [n for n in FAMILIES if "interpolate" in registry.capabilities(n)])
+def test_interpolation_labels_are_checked(name):
+    """One label draws the whole strip in that class; more labels than the family can use is an error that
+    says how many it takes (VAE and diffusion used to answer 'got 3 labels for 1 images' or, with two
+    labels, complain about the frame count)."""
+    from imagegen.errors import ImagegenError
+
+    fam, cfg, model, _ = _setup(name, class_cond=True)
+    model.eval()
+    loaded = api.LoadedModel(name, cfg, INFO, model, {}, None, torch.device("cpu"))
+    x = _batch(n=2).x
+    opts = {"steps": 2} if "steps" in api.inspect.signature(fam.interpolate).parameters else {}
+    strip = loaded.interpolate(x[:1], x[1:], 3, labels=4, **opts)
+    assert strip.shape == (3, 1, 16, 16) and torch.isfinite(strip).all()
+    with pytest.raises(ImagegenError, match="takes one label (for the whole strip|or two)"):
+        loaded.interpolate(x[:1], x[1:], 3, labels=[1, 2, 3], **opts)

@@ -64,3 +64,17 @@ def check_labels(labels, n: int, num_classes: int, device) -> torch.Tensor | Non
     if (y < 0).any() or (y >= num_classes).any():
         raise ImagegenError(f"labels must lie in 0..{num_classes - 1}, got {sorted(set(y.tolist()))}")
     return y
+
+
+def strip_label(labels, family: str) -> int | None:
+    """The one class an interpolation strip is drawn in, for families whose path cannot change class
+    (GANs blend two, start and end, and do not use this). None stays None."""
+    from ..errors import ImagegenError
+
+    if labels is None:
+        return None
+    vals = torch.as_tensor(labels).flatten()
+    if vals.numel() != 1:
+        raise ImagegenError(f"{family} interpolation takes one label for the whole strip, got {vals.numel()} "
+                            "(only GANs blend two classes, start and end)")
+    return int(vals.item())

@@ -30,7 +30,7 @@ from torch import nn
 from .. import samplers as S
 from ..errors import ImagegenError
 from ..nn import Downsample, ResBlock, SelfAttention2d, Upsample, group_norm, sinusoidal_embedding
-from .base import check_labels, optimizer_step, slerp
+from .base import check_labels, optimizer_step, slerp, strip_label
 
 NAME = "diffusion"
 
@@ -515,6 +515,7 @@ def interpolate(model: Diffusion, a, b, frames: int = 8, labels=None, generator=
     ``seeds=(s1, s2)`` instead of images, interpolate between the starting noises of those two seeds."""
     if frames < 2:
         raise ImagegenError(f"--frames must be >= 2, got {frames}")
+    labels = strip_label(labels, "diffusion")
     device = _device(model)
     sigmas = make_sigmas(model, "ddim", steps, schedule)
     if seeds is not None:

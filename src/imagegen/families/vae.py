@@ -23,7 +23,7 @@ from torch import nn
 
 from ..distributions import discretized_logistic_log_prob
 from ..errors import ImagegenError
-from .base import check_labels, optimizer_step
+from .base import check_labels, optimizer_step, strip_label
 
 NAME = "vae"
 
@@ -241,7 +241,7 @@ def interpolate(model: VAE, a, b, frames: int = 8, labels=None, generator=None) 
     """Decode evenly spaced points on the line between the posterior means of images a and b."""
     if a is None or b is None:
         raise ImagegenError("VAE interpolation needs two images: give --a A.png --b B.png")
-    y = _labels(model, labels, 1, a.device)
+    y = _labels(model, strip_label(labels, "VAE"), 1, a.device)
     mu_a, _ = model.encode(a, y)
     mu_b, _ = model.encode(b, y)
     t = torch.linspace(0, 1, frames, device=a.device).view(-1, 1)
