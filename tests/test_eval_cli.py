@@ -232,3 +232,34 @@ def test_generate_uint8_is_reproducible_and_quantised(trained):
     a = evaluate.generate_uint8(model, 10, evaluate.balanced_labels(10, 10), 0, 4, {}, progress=False)
     b = evaluate.generate_uint8(model, 10, evaluate.balanced_labels(10, 10), 0, 4, {}, progress=False)
     assert a.dtype == torch.uint8 and a.shape == (10, 1, 16, 16) and torch.equal(a, b)
+
+
+def test_compare_scores_runs_side_by_side_with_one_protocol(trained, tmp_path, capsys):
+    gan = tmp_path / "gan"
+    main(["train", "gan", "--data", "digits", "--steps", "2", "--out", str(gan), "--set", "model.g_channels=8",
+          "--set", "model.d_channels=8", "--set", "train.sample_every=0"])
+    out = tmp_path / "cmp.json"
+    code, stdout, err = run_cli(["compare", trained, gan, "--metrics", "fid,kid,nll", "--n", 40, "--kid-subsets", 4,
+                                 "--out", out, "--device", "cpu", "--batch-size", 16], capsys)
+    assert code == 0, err
+    res = json.loads(out.read_text())
+    vae, g = res["rows"]
+    assert (vae["family"], g["family"]) == ("vae", "gan") and vae["step"] == 3 and g["step"] == 2
+    for row in (vae, g):
+        assert np.isfinite(row["fid"]) and row["sample_img_per_s"] > 0 and row["params_m"] > 0
+    assert vae["bits_per_dim"] > 0 and "nll_nats" not in g
+    assert g["skipped"] == {"nll": "the gan family has no likelihood"}
+    # one protocol: the same reference images and feature network for both runs
+    protos = [r["metrics"]["fid"]["protocol"] for r in res["results"]]
+    for f in ("n_gen", "n_ref", "ref_split", "feature_net_sha256", "ref_subset"):
+        assert protos[0][f] == protos[1][f], f
+    assert f"| {gan} | gan | 2 |" in stdout and "nll left out (the gan family has no likelihood)" in stdout
+
+    # runs of different data, and a sampling option no run takes, are refused before any sampling
+    other = tmp_path / "other"
+    main(["train", "gan", "--data", "digits", "--image-size", "8", "--steps", "1", "--out", str(other),
+          "--set", "model.g_channels=8", "--set", "model.d_channels=8", "--set", "train.sample_every=0"])
+    code, _, err = run_cli(["compare", trained, other, "--metrics", "fid", "--n", 10, "--device", "cpu"], capsys)
+    assert code == 2 and "compare runs of one dataset and size" in err and "Traceback" not in err, err
+    code, _, err = run_cli(["compare", trained, gan, "--metrics", "fid", "--n", 10, "--steps", 5], capsys)
+    assert code == 2 and "--steps is taken by none of these runs' families (gan, vae)" in err

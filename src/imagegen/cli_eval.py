@@ -1,4 +1,4 @@
-"""Evaluation commands: ``eval``, ``eval-folder``, ``ref-stats``, ``train-classifier``.
+"""Evaluation commands: ``eval``, ``compare``, ``eval-folder``, ``ref-stats``, ``train-classifier``.
 
 ``imagegen.cli`` calls :func:`register` on its typer app. Commands stay thin: they parse options and call
 ``imagegen.evaluate``; user mistakes raise ImagegenError, which the CLI prints as one line.
@@ -75,6 +75,44 @@ def register(app: typer.Typer) -> None:
                           if v is not None}
         result = evaluate_run(run, opts, sample_options, out)
         _report(result, out)
+
+    @app.command("compare")
+    def compare_cmd(
+        runs: list[Path] = typer.Argument(..., help="run directories (or checkpoint files) of one dataset"),
+        metrics: str = typer.Option("fid,kid", help=_METRICS_HELP),
+        n: int = typer.Option(10000, help="generated images per run (nll: the first N reference images)"),
+        ref: str = typer.Option("test", help="reference split: train or test"),
+        n_ref: int | None = typer.Option(None, help="reference images (default: min(N, split size))"),
+        features: str = typer.Option("inception", help=_FEATURES_HELP),
+        out: Path | None = typer.Option(None, help="write every run's result, with its protocol, as JSON"),
+        seed: int = typer.Option(0, help="sampling seed"),
+        batch_size: int = typer.Option(128, help="images per sampling / feature batch"),
+        data_root: str | None = typer.Option(None, help="dataset root, if not the one used for training"),
+        inception_weights: str | None = typer.Option(None, help=_INCEPTION_HELP),
+        classifier_weights: str | None = typer.Option(None, help="classifier safetensors (default: packaged)"),
+        device: str = typer.Option("auto", help="auto | cpu | cuda"),
+        kid_subsets: int = typer.Option(100), kid_subset_size: int = typer.Option(1000),
+        sampler: str | None = typer.Option(None, help="sampler, for the families that take one"),
+        steps: int | None = typer.Option(None, help="sampling steps, for the families that take them"),
+        guidance: float | None = typer.Option(None, help="classifier-free guidance, where a family has it"),
+        temperature: float | None = typer.Option(None, help="sampling temperature, where a family has it"),
+        truncation: float | None = typer.Option(None, help="truncation, where a family has it (GANs)"),
+    ) -> None:
+        """Score several runs of one dataset with one protocol and print them side by side (Markdown)."""
+        from .evaluate import compare_runs, format_comparison, parse_list
+
+        opts = _options(metrics=parse_list(metrics, METRICS, "metric"), n=n, ref=ref, n_ref=n_ref,
+                        features=parse_list(features, FEATURES, "feature network"), batch_size=batch_size,
+                        seed=seed, data_root=data_root, inception_weights=inception_weights,
+                        classifier_weights=classifier_weights, device=device, kid_subsets=kid_subsets,
+                        kid_subset_size=kid_subset_size)
+        sample_options = {k: v for k, v in dict(sampler=sampler, steps=steps, guidance=guidance,
+                                                temperature=temperature, truncation=truncation).items()
+                          if v is not None}
+        comparison = compare_runs(runs, opts, sample_options, out)
+        typer.echo(format_comparison(comparison))
+        if out is not None:
+            typer.echo(f"wrote {out}")
 
     @app.command("eval-folder")
     def eval_folder_cmd(

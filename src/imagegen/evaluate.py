@@ -377,7 +377,6 @@ def evaluate_run(path: str | Path, opts: EvalOptions, sample_options: dict | Non
                  out: str | Path | None = None) -> dict:
     """Load a run (its newest checkpoint) or checkpoint file, generate, and evaluate."""
     from . import load
-    from .api import check_options
 
     sample_options = dict(sample_options or {})
     check_counts(opts, 1)
@@ -386,7 +385,14 @@ def evaluate_run(path: str | Path, opts: EvalOptions, sample_options: dict | Non
         raise ImagegenError(f"no metrics requested; pass --metrics with some of: {', '.join(METRICS)}")
     opts.metrics = metrics
     opts.features = parse_list(opts.features, FEATURES, "feature network") or ["inception"]
-    model = load(path, device=opts.device)
+    return _evaluate_model(load(path, device=opts.device), path, opts, sample_options, out)
+
+
+def _evaluate_model(model, path, opts: EvalOptions, sample_options: dict, out=None) -> dict:
+    """``evaluate_run`` on a model already loaded, with ``opts.metrics``/``opts.features`` already parsed."""
+    from .api import check_options
+
+    metrics = opts.metrics
     dataset = model.config.data.name
     if dataset.startswith("folder:") and any(m in metrics for m in ("cfd", "cscore", "cacc", "cas")):
         raise ImagegenError("classifier metrics (cfd, cscore, cacc, cas) need mnist, fashion-mnist or "
@@ -414,7 +420,7 @@ def evaluate_run(path: str | Path, opts: EvalOptions, sample_options: dict | Non
         gen_seconds = time.time() - t0
         run_proto.update(seed=opts.seed, seed_scheme=f"chunk k of {opts.batch_size} images uses seed "
                                                      f"seed*1000003+k", labels="balanced (i mod K)" if cond
-                         else None, generation_seconds=round(gen_seconds, 1))
+                         else None, generation_seconds=round(gen_seconds, 3))
         result = evaluate_images(gen, labels, dataset, opts, run_proto, base_cfg)
     if "nll" in metrics:
         _run_nll(model, dataset, opts, run_proto, result, base_cfg)
@@ -461,6 +467,113 @@ def _has_nll(name: str) -> bool:
         return "nll" in registry.capabilities(name)
     except Exception:  # a family that fails to import is not worth a crash here
         return False
+
+
+# ---------------------------------------------------------------------------------------------- compare
+
+COMPARE_COLUMNS = ("fid", "kid", "precision", "recall", "density", "coverage", "fid_clf", "cscore", "cacc",
+                   "cas", "nll_nats", "bits_per_dim")
+
+
+def _applicable(model, metrics: list[str]) -> tuple[list[str], dict[str, str]]:
+    """The requested metrics a run can be scored on, and why each of the others is left out."""
+    cond = bool(getattr(model.config.model, "class_cond", False)) and model.info.num_classes > 0
+    skipped = {}
+    for m in metrics:
+        if m in ("cacc", "cas") and not cond:
+            skipped[m] = "not class-conditional"
+        elif m == "nll" and not _has_nll(model.family):
+            skipped[m] = f"the {model.family} family has no likelihood"
+    return [m for m in metrics if m not in skipped], skipped
+
+
+def compare_runs(paths: list, opts: EvalOptions, sample_options: dict | None = None,
+                 out: str | Path | None = None) -> dict:
+    """Score several runs of one dataset with one protocol (same metrics, N, reference split and feature
+    networks; the reference features are computed once and cached) and put them side by side with what
+    each cost: training time and images, parameters, sampling speed.
+
+    A metric a run cannot have (``nll`` for a GAN, ``cacc``/``cas`` for an unconditional model, ``nll`` for
+    an EDM diffusion model) is left out of its row with the reason, not an error. ``sample_options`` go to
+    the families whose ``sample`` takes them (e.g. ``steps`` to diffusion) and are recorded per row."""
+    from dataclasses import replace
+
+    from . import load
+
+    if not paths:
+        raise ImagegenError("give at least one run directory to compare")
+    check_counts(opts, 1)
+    metrics = parse_list(opts.metrics, METRICS, "metric")
+    if not metrics:
+        raise ImagegenError(f"no metrics requested; pass --metrics with some of: {', '.join(METRICS)}")
+    features = parse_list(opts.features, FEATURES, "feature network") or ["inception"]
+    models = [load(p, device=opts.device) for p in paths]
+    data = [(m.config.data.name, m.info.channels, m.info.size) for m in models]
+    for p, d in zip(paths[1:], data[1:]):
+        if d != data[0]:
+            raise ImagegenError(f"{paths[0]} was trained on {data[0][0]} ({data[0][1]}x{data[0][2]}x{data[0][2]}) "
+                                f"but {p} on {d[0]} ({d[1]}x{d[2]}x{d[2]}); compare runs of one dataset and size")
+    unused = [k for k in (sample_options or {})
+              if not any(k in inspect.signature(m.fam.sample).parameters for m in models)]
+    if unused:
+        raise ImagegenError(f"--{unused[0]} is taken by none of these runs' families "
+                            f"({', '.join(sorted({m.family for m in models}))}); drop it")
+    rows, results = [], []
+    for path, model in zip(paths, models):
+        run_metrics, skipped = _applicable(model, metrics)
+        params = inspect.signature(model.fam.sample).parameters
+        run_options = {k: v for k, v in (sample_options or {}).items() if k in params}
+        row = {"run": str(path), "family": model.family, "step": model.step,
+               "kimg": round(model.meta.get("images_seen", 0) / 1000, 1),
+               "train_s": round(float(model.meta.get("elapsed_s", 0.0)), 1),
+               "params_m": round(sum(p.numel() for p in model.module.parameters()) / 1e6, 3),
+               "sample_options": _sample_options_protocol(model, run_options), "skipped": dict(skipped)}
+        result = {"summary": {}, "metrics": {}, "protocol": {}}
+        generative = [m for m in run_metrics if m != "nll"]
+        if generative:
+            result = _evaluate_model(model, path, replace(opts, metrics=generative, features=list(features)),
+                                     run_options)
+        if "nll" in run_metrics:
+            try:
+                nll = _evaluate_model(model, path, replace(opts, metrics=["nll"], features=list(features)), {})
+            except ImagegenError as e:  # e.g. an EDM diffusion model has no bound: say why, keep the rest
+                row["skipped"]["nll"] = str(e)
+            else:
+                result["summary"].update(nll["summary"])
+                result["metrics"].update(nll["metrics"])
+                result["protocol"] = result["protocol"] or nll["protocol"]
+        seconds = result["protocol"].get("generation_seconds")
+        if seconds:  # sampling plus quantising to uint8, at --batch-size
+            row["sample_img_per_s"] = round(opts.n / seconds, 1)
+        row.update({k: result["summary"][k] for k in COMPARE_COLUMNS if k in result["summary"]})
+        rows.append(row)
+        results.append(result)
+    times = [r["train_s"] for r in rows if r["train_s"] > 0]
+    warning = None
+    if len(times) > 1 and max(times) > 1.2 * min(times):
+        warning = (f"training times differ ({min(times):.0f} s to {max(times):.0f} s); for an equal-compute "
+                   "comparison train every run with the same --budget on the same machine")
+    comparison = {"rows": rows, "warning": warning, "metrics": metrics, "n": opts.n, "ref": opts.ref,
+                  "features": features, "dataset": data[0][0], "results": results}
+    if out is not None:
+        write_result(comparison, out)
+    return comparison
+
+
+def format_comparison(comparison: dict) -> str:
+    """The comparison as a Markdown table (one row per run; '-' where a run has no such number)."""
+    cols = [c for c in COMPARE_COLUMNS if any(c in r for r in comparison["rows"])]
+    head = ["run", "family", "step", "kimg", "train s", "params (M)", "sample img/s", *cols]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in comparison["rows"]:
+        cells = [r["run"], r["family"], str(r["step"]), f"{r['kimg']:g}", f"{r['train_s']:.0f}", f"{r['params_m']:g}",
+                 f"{r['sample_img_per_s']:g}" if "sample_img_per_s" in r else "-"]
+        cells += [f"{r[c]:.4g}" if c in r else "-" for c in cols]
+        lines.append("| " + " | ".join(cells) + " |")
+    notes = [f"{r['run']}: {m} left out ({why})" for r in comparison["rows"] for m, why in r["skipped"].items()]
+    if comparison.get("warning"):
+        notes.append(f"warning: {comparison['warning']}")
+    return "\n".join(lines + notes)
 
 
 # ---------------------------------------------------------------------------------------------- folders
@@ -583,5 +696,5 @@ def format_summary(result: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["FEATURES", "METRICS", "EvalOptions", "evaluate_folder", "evaluate_images", "evaluate_run",
-           "format_summary", "generate_uint8", "reference_stats", "write_result"]
+__all__ = ["FEATURES", "METRICS", "EvalOptions", "compare_runs", "evaluate_folder", "evaluate_images", "evaluate_run",
+           "format_comparison", "format_summary", "generate_uint8", "reference_stats", "write_result"]
