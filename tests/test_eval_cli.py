@@ -240,19 +240,22 @@ def test_compare_scores_runs_side_by_side_with_one_protocol(trained, tmp_path, c
           "--set", "model.d_channels=8", "--set", "train.sample_every=0"])
     out = tmp_path / "cmp.json"
     code, stdout, err = run_cli(["compare", trained, gan, "--metrics", "fid,kid,nll", "--n", 40, "--kid-subsets", 4,
-                                 "--out", out, "--device", "cpu", "--batch-size", 16], capsys)
+                                 "--features", "inception,classifier", "--out", out, "--device", "cpu",
+                                 "--batch-size", 16], capsys)
     assert code == 0, err
     res = json.loads(out.read_text())
     vae, g = res["rows"]
     assert (vae["family"], g["family"]) == ("vae", "gan") and vae["step"] == 3 and g["step"] == 2
     for row in (vae, g):
-        assert np.isfinite(row["fid"]) and row["sample_img_per_s"] > 0 and row["params_m"] > 0
+        assert np.isfinite(row["fid"]) and np.isfinite(row["fid_clf"]) and np.isfinite(row["kid_clf"])
+        assert row["sample_img_per_s"] > 0 and row["params_m"] > 0
     assert vae["bits_per_dim"] > 0 and "nll_nats" not in g
     assert g["skipped"] == {"nll": "the gan family has no likelihood"}
     # one protocol: the same reference images and feature network for both runs
     protos = [r["metrics"]["fid"]["protocol"] for r in res["results"]]
     for f in ("n_gen", "n_ref", "ref_split", "feature_net_sha256", "ref_subset"):
         assert protos[0][f] == protos[1][f], f
+    assert "| fid | kid | fid_clf | kid_clf | nll_nats | bits_per_dim |" in stdout
     assert f"| {gan} | gan | 2 |" in stdout and "nll left out (the gan family has no likelihood)" in stdout
 
     # runs of different data, and a sampling option no run takes, are refused before any sampling

@@ -471,8 +471,10 @@ def _has_nll(name: str) -> bool:
 
 # ---------------------------------------------------------------------------------------------- compare
 
-COMPARE_COLUMNS = ("fid", "kid", "precision", "recall", "density", "coverage", "fid_clf", "cscore", "cacc",
-                   "cas", "nll_nats", "bits_per_dim")
+# the summary keys a comparison table shows, in this order (each only when some run has it)
+COMPARE_COLUMNS = tuple(f"{k}{sfx}" for sfx in ("", "_clf") for k in ("fid", "kid", "precision", "recall", "density",
+                                                                   "coverage")) + (
+    "classifier_score", "class_accuracy", "cas", "aug_gain", "nll_nats", "bits_per_dim")
 
 
 def _applicable(model, metrics: list[str]) -> tuple[list[str], dict[str, str]]:
