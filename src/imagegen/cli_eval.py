@@ -18,10 +18,34 @@ _INCEPTION_HELP = ("local Inception TorchScript file (offline machines; default:
                    "else clean-fid's download)")
 
 
+# options shared by eval and compare (typer reads a default's OptionInfo, so one object serves both)
+METRICS_OPT = typer.Option("fid,kid,pr,dc", help=_METRICS_HELP)
+N_OPT = typer.Option(10000, help="generated images (nll: evaluate the first N reference images)")
+REF_OPT = typer.Option("test", help="reference split: train or test")
+N_REF_OPT = typer.Option(None, help="reference images (default: min(N, split size))")
+FEATURES_OPT = typer.Option("inception", help=_FEATURES_HELP)
+SEED_OPT = typer.Option(0, help="sampling seed")
+BATCH_OPT = typer.Option(128, help="images per sampling / feature batch")
+DATA_ROOT_OPT = typer.Option(None, help="dataset root, if not the one used for training")
+INCEPTION_OPT = typer.Option(None, help=_INCEPTION_HELP)
+CLASSIFIER_OPT = typer.Option(None, help="classifier safetensors (default: packaged)")
+DEVICE_OPT = typer.Option("auto", help="auto | cpu | cuda")
+SAMPLER_OPT = typer.Option(None, help="sampler (families that take one, e.g. diffusion: ddim)")
+STEPS_OPT = typer.Option(None, help="sampling steps (families that take them)")
+GUIDANCE_OPT = typer.Option(None, help="classifier-free guidance scale (diffusion)")
+TEMPERATURE_OPT = typer.Option(None, help="sampling temperature (VAE, PixelCNN)")
+TRUNCATION_OPT = typer.Option(None, help="truncation (GANs)")
+
+
+def _given(**kw) -> dict:
+    """The keyword arguments that were given (not None)."""
+    return {k: v for k, v in kw.items() if v is not None}
+
+
 def _options(**kw):
     from .evaluate import EvalOptions
 
-    return EvalOptions(**{k: v for k, v in kw.items() if v is not None})
+    return EvalOptions(**_given(**kw))
 
 
 def _report(result: dict, out: Path | None) -> None:
@@ -38,27 +62,18 @@ def register(app: typer.Typer) -> None:
     @app.command("eval")
     def eval_cmd(
         run: Path = typer.Argument(..., help="run directory or checkpoint file"),
-        metrics: str = typer.Option("fid,kid,pr,dc", help=_METRICS_HELP),
-        n: int = typer.Option(10000, help="generated images (nll: evaluate the first N reference images)"),
-        ref: str = typer.Option("test", help="reference split: train or test"),
-        n_ref: int | None = typer.Option(None, help="reference images (default: min(N, split size))"),
-        features: str = typer.Option("inception", help=_FEATURES_HELP),
+        metrics: str = METRICS_OPT, n: int = N_OPT, ref: str = REF_OPT, n_ref: int | None = N_REF_OPT,
+        features: str = FEATURES_OPT,
         out: Path | None = typer.Option(None, help="write the result, with its protocol, as JSON"),
-        seed: int = typer.Option(0, help="sampling seed"),
-        batch_size: int = typer.Option(128, help="images per sampling / feature batch"),
-        data_root: str | None = typer.Option(None, help="dataset root, if not the one used for training"),
-        inception_weights: str | None = typer.Option(None, help=_INCEPTION_HELP),
-        classifier_weights: str | None = typer.Option(None, help="classifier safetensors (default: packaged)"),
-        device: str = typer.Option("auto", help="auto | cpu | cuda"),
+        seed: int = SEED_OPT, batch_size: int = BATCH_OPT, data_root: str | None = DATA_ROOT_OPT,
+        inception_weights: str | None = INCEPTION_OPT, classifier_weights: str | None = CLASSIFIER_OPT,
+        device: str = DEVICE_OPT,
         kid_subsets: int = typer.Option(100), kid_subset_size: int = typer.Option(1000),
         cas_epochs: int = typer.Option(3, help="epochs of each CAS / augmentation classifier"),
         aug_real: int = typer.Option(1000, help="real images in the augmentation comparison"),
         refresh_cache: bool = typer.Option(False, help="recompute cached reference features"),
-        sampler: str | None = typer.Option(None, help="sampler (family specific, e.g. ddim)"),
-        steps: int | None = typer.Option(None, help="sampling steps (family specific)"),
-        guidance: float | None = typer.Option(None, help="classifier-free guidance scale"),
-        temperature: float | None = typer.Option(None, help="sampling temperature"),
-        truncation: float | None = typer.Option(None, help="truncation (GANs)"),
+        sampler: str | None = SAMPLER_OPT, steps: int | None = STEPS_OPT, guidance: float | None = GUIDANCE_OPT,
+        temperature: float | None = TEMPERATURE_OPT, truncation: float | None = TRUNCATION_OPT,
         eta: float | None = typer.Option(None, help="DDIM eta"),
     ) -> None:
         """Generate N samples from a run and score them against a reference split (FID, KID, PR, ...)."""
@@ -70,33 +85,23 @@ def register(app: typer.Typer) -> None:
                         classifier_weights=classifier_weights, device=device, kid_subsets=kid_subsets,
                         kid_subset_size=kid_subset_size, cas_epochs=cas_epochs, aug_real=aug_real,
                         refresh_cache=refresh_cache)
-        sample_options = {k: v for k, v in dict(sampler=sampler, steps=steps, guidance=guidance,
-                                                temperature=temperature, truncation=truncation, eta=eta).items()
-                          if v is not None}
+        sample_options = _given(sampler=sampler, steps=steps, guidance=guidance, temperature=temperature,
+                                truncation=truncation, eta=eta)
         result = evaluate_run(run, opts, sample_options, out)
         _report(result, out)
 
     @app.command("compare")
     def compare_cmd(
         runs: list[Path] = typer.Argument(..., help="run directories (or checkpoint files) of one dataset"),
-        metrics: str = typer.Option("fid,kid", help=_METRICS_HELP),
-        n: int = typer.Option(10000, help="generated images per run (nll: the first N reference images)"),
-        ref: str = typer.Option("test", help="reference split: train or test"),
-        n_ref: int | None = typer.Option(None, help="reference images (default: min(N, split size))"),
-        features: str = typer.Option("inception", help=_FEATURES_HELP),
+        metrics: str = METRICS_OPT, n: int = N_OPT, ref: str = REF_OPT, n_ref: int | None = N_REF_OPT,
+        features: str = FEATURES_OPT,
         out: Path | None = typer.Option(None, help="write every run's result, with its protocol, as JSON"),
-        seed: int = typer.Option(0, help="sampling seed"),
-        batch_size: int = typer.Option(128, help="images per sampling / feature batch"),
-        data_root: str | None = typer.Option(None, help="dataset root, if not the one used for training"),
-        inception_weights: str | None = typer.Option(None, help=_INCEPTION_HELP),
-        classifier_weights: str | None = typer.Option(None, help="classifier safetensors (default: packaged)"),
-        device: str = typer.Option("auto", help="auto | cpu | cuda"),
+        seed: int = SEED_OPT, batch_size: int = BATCH_OPT, data_root: str | None = DATA_ROOT_OPT,
+        inception_weights: str | None = INCEPTION_OPT, classifier_weights: str | None = CLASSIFIER_OPT,
+        device: str = DEVICE_OPT,
         kid_subsets: int = typer.Option(100), kid_subset_size: int = typer.Option(1000),
-        sampler: str | None = typer.Option(None, help="sampler, for the families that take one"),
-        steps: int | None = typer.Option(None, help="sampling steps, for the families that take them"),
-        guidance: float | None = typer.Option(None, help="classifier-free guidance, where a family has it"),
-        temperature: float | None = typer.Option(None, help="sampling temperature, where a family has it"),
-        truncation: float | None = typer.Option(None, help="truncation, where a family has it (GANs)"),
+        sampler: str | None = SAMPLER_OPT, steps: int | None = STEPS_OPT, guidance: float | None = GUIDANCE_OPT,
+        temperature: float | None = TEMPERATURE_OPT, truncation: float | None = TRUNCATION_OPT,
     ) -> None:
         """Score several runs of one dataset with one protocol and print them side by side (Markdown)."""
         from .evaluate import compare_runs, format_comparison, parse_list
@@ -106,9 +111,8 @@ def register(app: typer.Typer) -> None:
                         seed=seed, data_root=data_root, inception_weights=inception_weights,
                         classifier_weights=classifier_weights, device=device, kid_subsets=kid_subsets,
                         kid_subset_size=kid_subset_size)
-        sample_options = {k: v for k, v in dict(sampler=sampler, steps=steps, guidance=guidance,
-                                                temperature=temperature, truncation=truncation).items()
-                          if v is not None}
+        sample_options = _given(sampler=sampler, steps=steps, guidance=guidance, temperature=temperature,
+                                truncation=truncation)
         comparison = compare_runs(runs, opts, sample_options, out)
         typer.echo(format_comparison(comparison))
         if out is not None:
