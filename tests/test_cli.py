@@ -5,10 +5,12 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from helpers import run_cli
-from imagegen.cli import main
+from imagegen.cli import _write_images, main
+from imagegen.data import load_folder
 
 TINY = ["--set", "model.latent_dim=4", "--set", "model.base_channels=8", "--set", "model.channel_mult=1,1",
         "--set", "train.batch_size=16", "--set", "train.log_every=1", "--set", "data.limit=64",
@@ -45,9 +47,19 @@ def test_train_info_and_sample(trained, tmp_path, capsys):
         assert code == 0 and grid.size[0] > 16
     code, _, _ = run_cli(["sample", trained, "--n", "3", "--labels", "0,1,2", "--out-dir", tmp_path / "s",
                       "--temperature", "0.5"], capsys)
-    assert code == 0 and len(list((tmp_path / "s").glob("*.png"))) == 3
-    with Image.open(tmp_path / "s" / "000000.png") as first:
+    assert code == 0 and sorted(p.relative_to(tmp_path / "s").as_posix() for p in (tmp_path / "s").rglob("*.png")) \
+        == ["0/000000.png", "1/000001.png", "2/000002.png"]  # labelled samples: one sub-folder per class
+    with Image.open(tmp_path / "s" / "0" / "000000.png") as first:
         assert first.size == (16, 16)
+    # a balanced synthetic set, written as a class folder, reads back as a labelled dataset
+    code, out, _ = run_cli(["sample", trained, "--n", "20", "--labels", "balanced", "--out-dir", tmp_path / "syn"],
+                           capsys)
+    assert code == 0 and "10 class sub-folders" in out
+    ds = load_folder(tmp_path / "syn", "__no_split__", None, None)
+    assert ds.images.shape[0] == 20 and ds.info.num_classes == 10
+    assert sorted(ds.labels.tolist()) == sorted([i % 10 for i in range(20)])
+    _write_images(torch.zeros(4, 1, 16, 16), None, tmp_path / "flat")  # no labels: one flat folder
+    assert sorted(p.name for p in (tmp_path / "flat").iterdir()) == [f"{i:06d}.png" for i in range(4)]
 
 
 def test_eval_nll(trained, tmp_path, capsys):

@@ -168,13 +168,16 @@ def _write_images(x, out: Path | None, out_dir: Path | None, nrow: int | None = 
     elif out is not None:
         save_grid(x, out, nrow=nrow)
         _echo(f"wrote {out}")
-    if out_dir is not None:
+    if out_dir is not None:  # with labels, one sub-folder per class: the layout folder: and eval-folder read
         from torchvision.utils import save_image
 
         out_dir.mkdir(parents=True, exist_ok=True)
         for i in range(x.shape[0]):
-            save_image((x[i].clamp(-1, 1) + 1) / 2, str(out_dir / f"{i:06d}.png"))
-        _echo(f"wrote {x.shape[0]} images to {out_dir}")
+            folder = out_dir if labels is None else out_dir / str(int(labels[i]))
+            folder.mkdir(exist_ok=True)
+            save_image((x[i].clamp(-1, 1) + 1) / 2, str(folder / f"{i:06d}.png"))
+        where = "" if labels is None else f" ({len(set(labels.tolist()))} class sub-folders)"
+        _echo(f"wrote {x.shape[0]} images to {out_dir}{where}")
 
 
 SAMPLER = typer.Option(None, help="sampler (family specific, e.g. ddim, dpmpp-2m, cached)")
@@ -191,8 +194,10 @@ def sample_cmd(
     n: int = typer.Option(64, help="number of images"),
     out: Path | None = typer.Option(None, help="one PNG grid, or a .npz of all images (uint8 x, labels y) "
                                                "for 'imagegen eval-folder'"),
-    out_dir: Path | None = typer.Option(None, help="one PNG per image in this folder"),
-    labels: str | None = typer.Option(None, help="class label(s): 3, or one per image 0,1,2,..."),
+    out_dir: Path | None = typer.Option(None, help="one PNG per image in this folder; with --labels, in one "
+                                                   "sub-folder per class (what --data folder: and eval-folder read)"),
+    labels: str | None = typer.Option(None, help="class label(s): 3, one per image 0,1,2,..., or 'balanced' "
+                                                 "(0, 1, ..., K-1, 0, 1, ...)"),
     seed: int = typer.Option(0),
     batch_size: int = typer.Option(256),
     device: str = typer.Option("auto"),
@@ -208,7 +213,10 @@ def sample_cmd(
     _check_outputs(out, out_dir)
     _check_count("--n", n)
     model = load(run, device=device, ema=not no_ema)
-    y = check_labels(_parse_labels(labels), n, model.info.num_classes, "cpu")  # (n,) as model.sample uses them
+    k = model.info.num_classes
+    wanted = [i % max(k, 1) for i in range(n)] if labels and labels.strip().lower() == "balanced" \
+        else _parse_labels(labels)
+    y = check_labels(wanted, n, k, "cpu")  # (n,) as model.sample uses them
     x = model.sample(n, labels=y, seed=seed, batch_size=batch_size,
                      **_sample_options(sampler, steps, guidance, temperature, truncation, eta))
     _write_images(x, out, out_dir, labels=y)
