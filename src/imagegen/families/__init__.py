@@ -33,4 +33,8 @@ Optional::
     def interpolate(model, a, b, frames, labels=None, generator=None, **options) -> Tensor
         # (frames, C, H, W) from a to b; a, b are images (1, C, H, W) in [-1, 1]
     def reconstruct(model, x, labels=None) -> Tensor
+
+What reaches these functions through ``imagegen.api.LoadedModel`` (the CLI and the Python API) is already
+checked there: ``x``/``a``/``b`` are float (N, C, H, W) of the model's shape in [-1, 1] on the model's
+device, a mask is float (N, 1, H, W) of 0s and 1s, ``nll``'s labels a (N,) long tensor in range.
 """
