@@ -265,4 +265,16 @@ def test_compare_scores_runs_side_by_side_with_one_protocol(trained, tmp_path, c
     code, _, err = run_cli(["compare", trained, other, "--metrics", "fid", "--n", 10, "--device", "cpu"], capsys)
     assert code == 2 and "compare runs of one dataset and size" in err and "Traceback" not in err, err
     code, _, err = run_cli(["compare", trained, gan, "--metrics", "fid", "--n", 10, "--steps", 5], capsys)
-    assert code == 2 and "--steps is taken by none of these runs' families (gan, vae)" in err
+    assert code == 2 and "--steps 5 is taken by none of these runs' families (gan, vae)" in err
+
+
+def test_compare_routes_a_shared_sampling_option_by_the_families_choices():
+    """--sampler dpmpp-2m goes to diffusion and not to PixelCNN, whose sample() also has a 'sampler' (naive,
+    cached): a compare of the two used to fail on PixelCNN with 'must be one of naive, cached'."""
+    from imagegen import registry
+    from imagegen.evaluate import _takes
+
+    diffusion, pixelcnn, gan = (registry.get_family(n) for n in ("diffusion", "pixelcnn", "gan"))
+    assert _takes(diffusion, "sampler", "dpmpp-2m") and not _takes(pixelcnn, "sampler", "dpmpp-2m")
+    assert _takes(pixelcnn, "sampler", "cached") and not _takes(diffusion, "sampler", "cached")
+    assert _takes(diffusion, "steps", 20) and not _takes(gan, "steps", 20) and _takes(gan, "truncation", 0.5)

@@ -489,6 +489,15 @@ def _applicable(model, metrics: list[str]) -> tuple[list[str], dict[str, str]]:
     return [m for m in metrics if m not in skipped], skipped
 
 
+def _takes(fam, key: str, value) -> bool:
+    """Whether a family's ``sample`` takes option ``key`` with this value (``SAMPLE_CHOICES`` lists the values
+    of options that are a choice: --sampler dpmpp-2m goes to diffusion, not to PixelCNN's naive/cached)."""
+    if key not in inspect.signature(fam.sample).parameters:
+        return False
+    choices = getattr(fam, "SAMPLE_CHOICES", {}).get(key)
+    return choices is None or value in choices
+
+
 def compare_runs(paths: list, opts: EvalOptions, sample_options: dict | None = None,
                  out: str | Path | None = None) -> dict:
     """Score several runs of one dataset with one protocol (same metrics, N, reference split and feature
@@ -497,7 +506,8 @@ def compare_runs(paths: list, opts: EvalOptions, sample_options: dict | None = N
 
     A metric a run cannot have (``nll`` for a GAN, ``cacc``/``cas`` for an unconditional model, ``nll`` for
     an EDM diffusion model) is left out of its row with the reason, not an error. ``sample_options`` go to
-    the families whose ``sample`` takes them (e.g. ``steps`` to diffusion) and are recorded per row."""
+    the families whose ``sample`` takes them with that value (``steps`` to diffusion; ``sampler=dpmpp-2m`` to
+    diffusion but not to PixelCNN, whose samplers are naive/cached) and are recorded per row."""
     from dataclasses import replace
 
     from . import load
@@ -515,16 +525,16 @@ def compare_runs(paths: list, opts: EvalOptions, sample_options: dict | None = N
         if d != data[0]:
             raise ImagegenError(f"{paths[0]} was trained on {data[0][0]} ({data[0][1]}x{data[0][2]}x{data[0][2]}) "
                                 f"but {p} on {d[0]} ({d[1]}x{d[2]}x{d[2]}); compare runs of one dataset and size")
-    unused = [k for k in (sample_options or {})
-              if not any(k in inspect.signature(m.fam.sample).parameters for m in models)]
+    sample_options = dict(sample_options or {})
+    unused = [k for k, v in sample_options.items() if not any(_takes(m.fam, k, v) for m in models)]
     if unused:
-        raise ImagegenError(f"--{unused[0]} is taken by none of these runs' families "
-                            f"({', '.join(sorted({m.family for m in models}))}); drop it")
+        k = unused[0]
+        raise ImagegenError(f"--{k} {sample_options[k]} is taken by none of these runs' families "
+                            f"({', '.join(sorted({m.family for m in models}))}); drop it or change it")
     rows, results = [], []
     for path, model in zip(paths, models):
         run_metrics, skipped = _applicable(model, metrics)
-        params = inspect.signature(model.fam.sample).parameters
-        run_options = {k: v for k, v in (sample_options or {}).items() if k in params}
+        run_options = {k: v for k, v in sample_options.items() if _takes(model.fam, k, v)}
         row = {"run": str(path), "family": model.family, "step": model.step,
                "kimg": round(model.meta.get("images_seen", 0) / 1000, 1),
                "train_s": round(float(model.meta.get("elapsed_s", 0.0)), 1),

@@ -24,6 +24,9 @@ Required::
 
 Optional::
 
+    SAMPLE_CHOICES: dict[str, tuple]               # the values a ``sample`` option takes, where it is a
+        # choice, e.g. {"sampler": ("naive", "cached")}: ``imagegen compare`` passes a shared option such as
+        # --sampler dpmpp-2m only to the families whose choices include the value
     def configure_optimizers(model, model_cfg, train_cfg) -> dict[str, Optimizer]
         # default: {"main": AdamW(lr, betas, weight_decay)} (families.base.default_optimizers)
     def nll(model, x, labels=None, **options) -> Tensor         # (B,) nats per image; bits/dim derived

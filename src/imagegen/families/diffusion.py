@@ -85,6 +85,7 @@ TEST_CONFIG = {"base_channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1, 
 # the trainer's periodic preview grids: a cheap deterministic sampler (10 network calls; on a 2-core CPU
 # a 64-image grid of the ddpm-mnist model still takes about half a minute)
 PREVIEW_OPTIONS = {"sampler": "dpmpp-2m", "steps": 10}
+SAMPLE_CHOICES = {"sampler": S.SAMPLERS}  # the values sample() takes (imagegen compare reads them)
 
 
 # ------------------------------------------------------------------------------------------ network

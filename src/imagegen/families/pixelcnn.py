@@ -61,6 +61,7 @@ NAME = "pixelcnn"
 ARCHS = ("pixelcnn", "gated")
 LIKELIHOODS = ("auto", "bernoulli", "softmax", "logistic_mixture")
 SAMPLERS = ("naive", "cached")
+SAMPLE_CHOICES = {"sampler": SAMPLERS}  # the values sample() takes (imagegen compare reads them)
 
 
 @dataclass
