@@ -11,6 +11,7 @@ JSON file)::
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import json
@@ -90,7 +91,10 @@ def parse_list(text: str | list[str] | None, valid: tuple[str, ...], what: str) 
 # ---------------------------------------------------------------------------------------------- provenance
 
 
+@functools.lru_cache(maxsize=1)
 def git_commit() -> dict:
+    """The checkout's commit (+ dirty flag), read once per process: the entry points call it before any work,
+    so a long evaluation records the code it started with, not a HEAD that moved while it ran."""
     here = Path(__file__).resolve().parent
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
@@ -378,6 +382,8 @@ def evaluate_run(path: str | Path, opts: EvalOptions, sample_options: dict | Non
     """Load a run (its newest checkpoint) or checkpoint file, generate, and evaluate."""
     from . import load
 
+    git_commit()  # fixed now, before the long part (see git_commit)
+
     sample_options = dict(sample_options or {})
     check_counts(opts, 1)
     metrics = parse_list(opts.metrics, METRICS, "metric")
@@ -512,6 +518,8 @@ def compare_runs(paths: list, opts: EvalOptions, sample_options: dict | None = N
 
     from . import load
 
+    git_commit()  # fixed now, before the long part (see git_commit)
+
     if not paths:
         raise ImagegenError("give at least one run directory to compare")
     check_counts(opts, 1)
@@ -611,6 +619,8 @@ def evaluate_folder(folder: str | Path, dataset: str, opts: EvalOptions, out: st
     the dataset's class indices)."""
     from .data import ARRAY_EXTENSIONS, load_folder, load_image_array
 
+    git_commit()  # fixed now, before the long part (see git_commit)
+
     check_counts(opts, 0)  # 0: every image
     metrics = parse_list(opts.metrics, METRICS, "metric")
     if "nll" in metrics:
@@ -663,6 +673,8 @@ def reference_stats(dataset: str, split: str = "train", n: int | None = None, fe
                     ) -> list[dict]:
     """Compute and cache the reference features/statistics of a split (what ``ref-stats`` runs)."""
     from .api import pick_device
+
+    git_commit()  # fixed now, before the long part (see git_commit)
 
     opts = opts or EvalOptions()
     kinds = parse_list(features, FEATURES, "feature network") or ["inception"]
