@@ -61,6 +61,11 @@ class LoadedModel:
     def step(self) -> int:
         return int(self.meta.get("step", 0))
 
+    @property
+    def class_conditional(self) -> bool:
+        """Whether the model takes labels: trained with ``model.class_cond`` on labelled data."""
+        return bool(getattr(self.config.model, "class_cond", False)) and self.info.num_classes > 0
+
     def __repr__(self) -> str:
         return f"LoadedModel({self.family}, step {self.step}, {self.info.channels}x{self.info.size}x{self.info.size})"
 

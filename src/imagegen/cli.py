@@ -171,12 +171,13 @@ def _write_images(x, out: Path | None, out_dir: Path | None, nrow: int | None = 
     if out_dir is not None:  # with labels, one sub-folder per class: the layout folder: and eval-folder read
         from torchvision.utils import save_image
 
-        out_dir.mkdir(parents=True, exist_ok=True)
+        names = None if labels is None else [str(int(v)) for v in labels]
+        for folder in {out_dir} if names is None else {out_dir / c for c in names}:
+            folder.mkdir(parents=True, exist_ok=True)
         for i in range(x.shape[0]):
-            folder = out_dir if labels is None else out_dir / str(int(labels[i]))
-            folder.mkdir(exist_ok=True)
+            folder = out_dir if names is None else out_dir / names[i]
             save_image((x[i].clamp(-1, 1) + 1) / 2, str(folder / f"{i:06d}.png"))
-        where = "" if labels is None else f" ({len(set(labels.tolist()))} class sub-folders)"
+        where = "" if names is None else f" ({len(set(names))} class sub-folders)"
         _echo(f"wrote {x.shape[0]} images to {out_dir}{where}")
 
 
@@ -208,13 +209,14 @@ def sample_cmd(
 ) -> None:
     """Draw samples from a trained model."""
     from .api import load
+    from .evaluate import balanced_labels
     from .families.base import check_labels
 
     _check_outputs(out, out_dir)
     _check_count("--n", n)
     model = load(run, device=device, ema=not no_ema)
     k = model.info.num_classes
-    wanted = [i % max(k, 1) for i in range(n)] if labels and labels.strip().lower() == "balanced" \
+    wanted = balanced_labels(n, max(k, 1)) if labels and labels.strip().lower() == "balanced" \
         else _parse_labels(labels)
     y = check_labels(wanted, n, k, "cpu")  # (n,) as model.sample uses them
     x = model.sample(n, labels=y, seed=seed, batch_size=batch_size,

@@ -416,7 +416,7 @@ def _evaluate_model(model, path, opts: EvalOptions, sample_options: dict, out=No
 
     result = {"summary": {}, "metrics": {}, "protocol": {}}
     if any(m in GENERATIVE for m in metrics):
-        cond = bool(getattr(model.config.model, "class_cond", False)) and model.info.num_classes > 0
+        cond = model.class_conditional
         labels = balanced_labels(opts.n, model.info.num_classes) if cond else None
         if not cond and any(m in metrics for m in ("cacc", "cas")):
             raise ImagegenError("cacc and cas need a class-conditional model (train with "
@@ -485,7 +485,7 @@ COMPARE_COLUMNS = tuple(f"{k}{sfx}" for sfx in ("", "_clf") for k in ("fid", "ki
 
 def _applicable(model, metrics: list[str]) -> tuple[list[str], dict[str, str]]:
     """The requested metrics a run can be scored on, and why each of the others is left out."""
-    cond = bool(getattr(model.config.model, "class_cond", False)) and model.info.num_classes > 0
+    cond = model.class_conditional
     skipped = {}
     for m in metrics:
         if m in ("cacc", "cas") and not cond:

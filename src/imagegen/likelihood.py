@@ -36,7 +36,7 @@ def images_nll(model, images_u8: torch.Tensor, labels: torch.Tensor | None, batc
                             f"{', '.join(f for f in registry.FAMILIES if 'nll' in registry.capabilities(f))}")
     if images_u8.shape[0] == 0:
         raise ImagegenError("no images to evaluate the likelihood on")
-    class_cond = bool(getattr(model.config.model, "class_cond", False)) and model.info.num_classes > 0
+    class_cond = model.class_conditional
     if class_cond and conditional and labels is None:
         raise ImagegenError("--conditional needs a labelled split; this one has no labels")
     values = []
@@ -66,7 +66,7 @@ def summarize(nats: torch.Tensor, num_dims: int) -> dict:
 
 
 def conditioning(model, conditional: bool) -> str:
-    if not (getattr(model.config.model, "class_cond", False) and model.info.num_classes > 0):
+    if not model.class_conditional:
         return "none"
     return "-log p(x|y), true labels" if conditional else "marginal over uniform labels"
 
