@@ -10,9 +10,12 @@ table row per (dataset, features, N), plus the feature networks' throughput.
         python benchmarks/reference_fid.py --datasets mnist --features inception --ns 200
 
 Train images are a seeded random subset of the train split, test images a seeded random subset of the
-test split (all 10,000 when N = 10,000); for N > 10,000 the test side stays at 10,000. When the largest N
-covers the whole test split, its features come from (and go to) the evaluator's reference cache, the same
-entry ``imagegen eval`` uses for ``--ref test``; the throughput line then counts only what was computed.
+test split (all 10,000 when N = 10,000); for N > 10,000 the test side stays at 10,000. Both sides go
+through the evaluator's reference cache: the train side is the entry ``imagegen eval --ref train --n-ref
+N_max`` (and ``imagegen ref-stats --split train --n N_max``) uses, the test side, when the largest N covers
+the whole test split, the ``--ref test`` entry. So a long run (Inception at ~5 img/s on 2 CPU cores: 50k
+train images take ~2.7 h) that is stopped continues where it stopped when run again, and the throughput
+line counts only what this call computed. Smaller N take the first N of the same seeded permutation.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ def main() -> None:
     args = ap.parse_args()
     device = pick_device(args.device)
     ns = [int(v) for v in args.ns.split(",")]
-    opts = EvalOptions(data_root=args.data_root, device=str(device), progress=False)
+    opts = EvalOptions(data_root=args.data_root, device=str(device), progress=True, batch_size=args.batch_size)
     rows = []
     for dataset in args.datasets.split(","):
         train, _, _, _ = load_reference(dataset, "train", None, args.data_root, None, None)
@@ -52,11 +55,17 @@ def main() -> None:
             net = feature_net(kind, dataset, opts, device)
             n_max = max(ns)
             t0 = time.time()
-            f_train = net.features(train[train_perm[:n_max]], args.batch_size, progress=True)
-            computed = f_train.shape[0]
+            # the evaluator's train subset of n_max images is this permutation's first n_max, sorted
+            sub, _, _, sub_desc = load_reference(dataset, "train", n_max, args.data_root, None, None)
+            f_sorted, _, _, info = reference_features(net, dataset, "train", sub, sub_desc, opts)
+            order = train_perm[:n_max].sort().indices
+            f_train = f_sorted[torch.argsort(order)]  # back to permutation order: f_train[:n] is a random n
+            computed = 0 if info["ref_cache_hit"] else f_train.shape[0] - info.get("ref_resumed_rows", 0)
+            print(f"# train features: {'cached' if info['ref_cache_hit'] else 'computed and cached'} "
+                  f"({info['ref_cache']})", flush=True)
             if n_max >= test.shape[0]:  # the whole test split: the evaluator's cached reference features
                 f_all, _, _, info = reference_features(net, dataset, "test", test, test_desc, opts)
-                computed += 0 if info["ref_cache_hit"] else f_all.shape[0]
+                computed += 0 if info["ref_cache_hit"] else f_all.shape[0] - info.get("ref_resumed_rows", 0)
                 print(f"# test features: {'cached' if info['ref_cache_hit'] else 'computed and cached'} "
                       f"({info['ref_cache']})", flush=True)
                 f_test = f_all[test_perm]

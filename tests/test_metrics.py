@@ -179,7 +179,7 @@ FIELDS = {"format": 1, "dataset": "mnist", "split": "test", "n": 100, "feature_n
 def test_reference_cache_hits_on_equal_fields_and_misses_when_any_field_changes():
     calls = []
 
-    def compute():
+    def compute(partial):
         calls.append(1)
         return torch.from_numpy(gauss(30, 4, len(calls))).float()
 
@@ -205,8 +205,44 @@ def test_torn_cache_file_is_recomputed():
     path = fidm.reference_cache_path(FIELDS)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"not a safetensors file")
-    _, _, _, _, hit = fidm.cached_reference(FIELDS, lambda: torch.randn(10, 4))
+    _, _, _, _, hit = fidm.cached_reference(FIELDS, lambda partial: torch.randn(10, 4))
     assert not hit
+
+
+def test_interrupted_reference_features_continue_where_they_stopped(capfd):
+    fields = dict(FIELDS, split="resume-test", n=50)
+    u8 = torch.randint(0, 256, (50, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    whole = TinyNet().features(u8, batch_size=8, progress=False)
+    seen = []
+
+    class Counting(TinyNet):
+        def __init__(self, stop_at=None):
+            super().__init__()
+            self.stop_at = stop_at
+
+        def _forward(self, x):
+            if len(seen) == self.stop_at:
+                raise KeyboardInterrupt  # Ctrl-C (or a killed job) after three batches
+            seen.append(x.shape[0])
+            return super()._forward(x)
+
+    with pytest.raises(KeyboardInterrupt):
+        fidm.cached_reference(fields, lambda p: Counting(3).features(u8, 8, progress=False, resume=p))
+    partial = fidm.reference_cache_path(fields).with_name(fidm.reference_cache_path(fields).stem
+                                                          + ".partial.safetensors")
+    assert partial.is_file() and "interrupted: 24 of 50 feature rows kept" in capfd.readouterr().err
+    seen.clear()
+    feats, _, _, path, hit = fidm.cached_reference(fields, lambda p: Counting().features(u8, 8, progress=False,
+                                                                                        resume=p))
+    assert not hit and sum(seen) == 26  # only the rows the first call had not computed
+    assert "resuming: 24 of 50 feature rows" in capfd.readouterr().err
+    torch.testing.assert_close(feats, whole)
+    assert path.is_file() and not partial.exists()  # the finished cache replaces the partial file
+    # rows kept for other images (another tag) are never used; periodic saves keep every finished batch
+    keep = fidm.PartialFeatures(partial, "tag-a", every_s=0.0)
+    TinyNet().features(u8[:20], batch_size=8, progress=False, resume=keep)
+    assert len(keep.load(20)) == 1 and keep.load(20)[0].shape == (20, TinyNet.dim)
+    assert fidm.PartialFeatures(partial, "tag-b").load(20) == [] and keep.load(19) == []
 
 
 # ---------------------------------------------------------------------------------------------- Inception weights

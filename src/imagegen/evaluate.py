@@ -205,11 +205,19 @@ def reference_features(net, dataset: str, split: str, ref_u8: torch.Tensor, ref_
             mu, sigma = feature_stats(feats)
             return feats, mu, sigma, {"ref_cache": str(hit[1]), "ref_cache_hit": True,
                                       "ref_features": "rows of the whole split's cached features"}
-    feats, mu, sigma, path, hit = cached_reference(
-        _reference_fields(net, dataset, split, ref_u8, ref_desc),
-        lambda: net.features(ref_u8, opts.batch_size, desc=f"reference {split} ({net.name})",
-                             progress=opts.progress), refresh=opts.refresh_cache)
-    return feats, mu, sigma, {"ref_cache": str(path), "ref_cache_hit": hit}
+    used = []
+
+    def compute(partial):  # resumable: a stopped extraction continues from the rows it kept
+        used.append(partial)
+        return net.features(ref_u8, opts.batch_size, desc=f"reference {split} ({net.name})",
+                            progress=opts.progress, resume=partial)
+
+    feats, mu, sigma, path, hit = cached_reference(_reference_fields(net, dataset, split, ref_u8, ref_desc),
+                                                   compute, refresh=opts.refresh_cache)
+    info = {"ref_cache": str(path), "ref_cache_hit": hit}
+    if used and used[0].resumed_rows:
+        info["ref_resumed_rows"] = used[0].resumed_rows  # computed by an earlier, stopped call
+    return feats, mu, sigma, info
 
 
 # ---------------------------------------------------------------------------------------------- core
