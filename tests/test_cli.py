@@ -144,6 +144,19 @@ def test_usage_errors_are_messages_not_tracebacks(argv, needle, capsys):
     assert code == 2 and needle in err and "Traceback" not in err, err
 
 
+def test_ctrl_c_exits_130_not_0(tmp_path, monkeypatch, capsys):
+    # typer >= 0.13 returns Ctrl-C's exit code instead of raising it when not standalone: a script's
+    # `imagegen train ... && imagegen eval ...` must not go on after the user stopped training
+    import imagegen.trainer
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(imagegen.trainer, "train", interrupted)
+    code, _, err = run_cli(["train", "vae", "--data", "digits", "--steps", "1", "--out", tmp_path / "r"], capsys)
+    assert code == 130 and "aborted" in err and "Traceback" not in err
+
+
 def test_denoise_unsupported_is_clear(trained, tmp_path, capsys):
     img = tmp_path / "x.png"
     Image.new("L", (16, 16)).save(img)

@@ -32,6 +32,31 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path):
             assert torch.equal(ca.tensors[key], cb.tensors[key]), key
 
 
+def test_ctrl_c_saves_the_step_in_progress_and_the_same_command_resumes(tmp_path, monkeypatch, capfd):
+    import os
+    import signal
+
+    fam = registry.get_family("vae")
+    real_step = fam.train_step
+
+    def step_then_signal(model, batch, opts, step, accel):
+        logs = real_step(model, batch, opts, step, accel)
+        if step == 4:  # during step 5 (counted from 1): a user's Ctrl-C, or a scheduler's SIGTERM
+            os.kill(os.getpid(), signal.SIGINT)
+        return logs
+
+    monkeypatch.setattr(fam, "train_step", step_then_signal)
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        _train(tmp_path / "r", 1000)
+    assert signal.getsignal(signal.SIGINT) is before  # the trainer's handler is gone again
+    assert "stopped by SIGINT at step 5" in capfd.readouterr().err
+    assert checkpoint.load(tmp_path / "r").meta["step"] == 5  # not the last periodic checkpoint (none yet)
+    monkeypatch.setattr(fam, "train_step", real_step)
+    _train(tmp_path / "r", 8)
+    assert _losses(tmp_path / "r") == _losses(_train(tmp_path / "u", 8))  # as if never stopped
+
+
 def test_run_directory_contents_and_budgets(tmp_path):
     run = _train(tmp_path / "r", 4, extra=["train.sample_every=2", "train.grad_accum_steps=2"])
     assert json.loads((run / "config.json").read_text())["family"] == "vae"

@@ -379,7 +379,13 @@ def main(argv: list[str] | None = None) -> None:
 
 def _run(argv: list[str] | None) -> None:
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)
+        # typer >= 0.13 turns Ctrl-C (and any Exit) into a returned exit code when not standalone; commands
+        # themselves return None, so an int here is an exit status to pass on, not data
+        if isinstance(code, int) and not isinstance(code, bool) and code != 0:
+            if code == 130:
+                typer.echo("aborted", err=True)
+            sys.exit(code)
     except ImagegenError as e:
         typer.echo(f"error: {e}", err=True)
         sys.exit(2)

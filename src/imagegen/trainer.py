@@ -11,6 +11,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -125,7 +128,39 @@ def preview_labels(cfg: RunConfig, info, n: int, device) -> torch.Tensor | None:
     return None
 
 
+class _StopRequest:
+    """The first Ctrl-C (SIGINT) or SIGTERM (what batch schedulers send before they kill a job) asks training
+    to stop after the step in progress, with a checkpoint, so a re-run continues there instead of from the
+    last periodic checkpoint (``train.ckpt_every`` steps back: minutes to hours of CPU training). A second
+    Ctrl-C stops at once. Handlers can only be installed from the main thread; elsewhere this does nothing."""
+
+    def __init__(self) -> None:
+        self.signal: str | None = None
+        self._previous: dict = {}
+
+    def __enter__(self) -> _StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.signal is not None:
+            raise KeyboardInterrupt  # asked twice: the user means now
+        self.signal = signal.Signals(signum).name
+        print(f"\n{self.signal}: stopping after this step and saving a checkpoint (Ctrl-C again to stop at once)",
+              file=sys.stderr, flush=True)
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
 def train(cfg: RunConfig, out: str | Path, *, fresh: bool = False, progress: bool = True) -> Path:
+    """Train ``cfg`` into run directory ``out`` (resuming from its newest checkpoint unless ``fresh``).
+
+    During the training loop a first Ctrl-C or SIGTERM ends the step in progress, writes a checkpoint and
+    raises KeyboardInterrupt; running the same command again resumes from that step."""
     """Train ``cfg`` into run directory ``out`` (resuming from its newest checkpoint unless ``fresh``)."""
     fam = registry.get_family(cfg.family)
     t = cfg.train
@@ -218,8 +253,9 @@ def train(cfg: RunConfig, out: str | Path, *, fresh: bool = False, progress: boo
         return elapsed_prev + time.perf_counter() - t_start
 
     def stop_now() -> bool:
-        done = torch.tensor(float(_budget_done(cfg, step, images_seen, elapsed())), device=device)
-        if accel.num_processes > 1:  # wall-clock budgets may disagree by a hair: rank 0 decides
+        done = torch.tensor(float(_budget_done(cfg, step, images_seen, elapsed()) or stop.signal is not None),
+                            device=device)
+        if accel.num_processes > 1:  # wall-clock budgets (and signals) may disagree: rank 0 decides
             torch.distributed.broadcast(done, src=0)
         return bool(done.item())
 
@@ -261,48 +297,58 @@ def train(cfg: RunConfig, out: str | Path, *, fresh: bool = False, progress: boo
         save_grid(x, out / "samples" / f"step-{step:08d}.png")
 
     model.train()
-    while not stop_now():
-        for _ in range(t.grad_accum_steps):
-            idx = sampler.next().to(device)
-            batch = dataset.batch(idx, hflip=cfg.data.hflip)
-            with accel.accumulate(model), accel.autocast():
-                logs = fam.train_step(model, batch, opts, step, accel)
-            loss = logs.get("loss")
-            if loss is not None:
-                bad |= ~torch.isfinite(torch.as_tensor(loss, device=device)).all()
-        if ema is not None:
-            ema.update(accel.unwrap_model(model))
-        step += 1
-        images_seen += per_step_images
-        last_logs = logs
-        bar.update(1)
+    with _StopRequest() as stop:  # Ctrl-C / SIGTERM: finish this step, save, stop
+        while not stop_now():
+            for _ in range(t.grad_accum_steps):
+                idx = sampler.next().to(device)
+                batch = dataset.batch(idx, hflip=cfg.data.hflip)
+                with accel.accumulate(model), accel.autocast():
+                    logs = fam.train_step(model, batch, opts, step, accel)
+                loss = logs.get("loss")
+                if loss is not None:
+                    bad |= ~torch.isfinite(torch.as_tensor(loss, device=device)).all()
+            if ema is not None:
+                ema.update(accel.unwrap_model(model))
+            step += 1
+            images_seen += per_step_images
+            last_logs = logs
+            bar.update(1)
 
-        if step % t.log_every == 0:
-            check_finite("while training")
-            now = time.perf_counter()
-            rate = (images_seen - images_log) / max(now - t_log, 1e-9)
-            t_log, images_log = now, images_seen
-            scalars = {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in logs.items()
-                       if _is_scalar(v)}
-            if main:
-                record = {"step": step, "kimg": images_seen / 1000, "elapsed_s": round(elapsed(), 3),
-                          "img_per_s": round(rate, 2), **scalars}
-                with open(out / "metrics.jsonl", "a") as f:
-                    f.write(json.dumps(record) + "\n")
-                for k, v in scalars.items():
-                    writer.add_scalar(f"train/{k}", v, step)
-                writer.add_scalar("train/img_per_s", rate, step)
-                bar.set_postfix({"loss": f"{scalars.get('loss', float('nan')):.4g}", "img/s": f"{rate:.0f}"},
-                                refresh=False)
-        if t.sample_every and step % t.sample_every == 0:
-            write_preview()
-        if t.ckpt_every and step % t.ckpt_every == 0:
-            save_checkpoint()
+            if step % t.log_every == 0:
+                check_finite("while training")
+                now = time.perf_counter()
+                rate = (images_seen - images_log) / max(now - t_log, 1e-9)
+                t_log, images_log = now, images_seen
+                scalars = {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in logs.items()
+                           if _is_scalar(v)}
+                if main:
+                    record = {"step": step, "kimg": images_seen / 1000, "elapsed_s": round(elapsed(), 3),
+                              "img_per_s": round(rate, 2), **scalars}
+                    with open(out / "metrics.jsonl", "a") as f:
+                        f.write(json.dumps(record) + "\n")
+                    for k, v in scalars.items():
+                        writer.add_scalar(f"train/{k}", v, step)
+                    writer.add_scalar("train/img_per_s", rate, step)
+                    bar.set_postfix({"loss": f"{scalars.get('loss', float('nan')):.4g}", "img/s": f"{rate:.0f}"},
+                                    refresh=False)
+            if t.sample_every and step % t.sample_every == 0:
+                write_preview()
+            if t.ckpt_every and step % t.ckpt_every == 0:
+                save_checkpoint()
 
     bar.close()
     check_finite("at the end of training")
     if last_saved != step:
         save_checkpoint()
+    if stop.signal is not None and not _budget_done(cfg, step, images_seen, elapsed()):
+        if writer is not None:
+            writer.close()
+        accel.end_training()
+        if main:
+            print(f"stopped by {stop.signal} at step {step} ({images_seen / 1000:.1f} kimg, {elapsed():.0f} s); "
+                  f"checkpoint {checkpoint.checkpoint_path(out, step)}; run the same command again to continue",
+                  file=sys.stderr, flush=True)
+        raise KeyboardInterrupt
     if t.sample_every and not (out / "samples" / f"step-{step:08d}.png").exists():
         write_preview()
     if writer is not None:
