@@ -234,6 +234,40 @@ def test_generate_uint8_is_reproducible_and_quantised(trained):
     assert a.dtype == torch.uint8 and a.shape == (10, 1, 16, 16) and torch.equal(a, b)
 
 
+def test_a_stopped_evaluation_resumes_its_samples_and_features(trained, monkeypatch, capfd):
+    from imagegen.data import cache_dir
+
+    calls = []
+
+    class Stopping(TinyNet):
+        name = "tiny-resume"  # its own reference cache entry: the reference is computed in this test
+
+        def _forward(self, u8):
+            calls.append(u8.shape[0])
+            if len(calls) == stop_at[0]:
+                raise KeyboardInterrupt  # Ctrl-C in the generated images' second batch (3 reference batches first)
+            return super()._forward(u8)
+
+    stop_at = [5]
+    monkeypatch.setattr(evaluate, "feature_net", lambda kind, dataset, opts, device: Stopping())
+    opts = dict(metrics="fid,kid", n=40, batch_size=16, device="cpu", progress=False, kid_subsets=4)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate.evaluate_run(trained, evaluate.EvalOptions(**opts))
+    assert "interrupted: 16 of 40 feature rows kept" in capfd.readouterr().err
+    calls.clear()
+    stop_at[0] = None
+    resumed = evaluate.evaluate_run(trained, evaluate.EvalOptions(**opts))
+    err = capfd.readouterr().err
+    assert "resuming: 40 of 40 generated images" in err and "resuming: 16 of 40 feature rows" in err
+    assert calls == [16, 8]  # the reference was cached whole; of the generated images only batches 2 and 3
+    assert resumed["metrics"]["fid"]["protocol"]["generation_resumed_rows"] == 40
+    assert not list((cache_dir() / "partial").glob("*.safetensors"))  # finished: nothing left behind
+    calls.clear()
+    again = evaluate.evaluate_run(trained, evaluate.EvalOptions(**opts))  # from scratch (the reference cached)
+    assert calls == [16, 16, 8] and "resuming" not in capfd.readouterr().err
+    assert again["summary"] == pytest.approx(resumed["summary"], rel=1e-6)
+
+
 def test_compare_scores_runs_side_by_side_with_one_protocol(trained, tmp_path, capsys):
     gan = tmp_path / "gan"
     main(["train", "gan", "--data", "digits", "--steps", "2", "--out", str(gan), "--set", "model.g_channels=8",

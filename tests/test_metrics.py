@@ -13,6 +13,7 @@ import scipy.linalg
 import torch
 from PIL import Image
 
+from imagegen.checkpoint import PartialRows
 from imagegen.errors import ImagegenError
 from imagegen.likelihood import summarize
 from imagegen.metrics import cas as casm
@@ -238,11 +239,14 @@ def test_interrupted_reference_features_continue_where_they_stopped(capfd):
     assert "resuming: 24 of 50 feature rows" in capfd.readouterr().err
     torch.testing.assert_close(feats, whole)
     assert path.is_file() and not partial.exists()  # the finished cache replaces the partial file
-    # rows kept for other images (another tag) are never used; periodic saves keep every finished batch
-    keep = fidm.PartialFeatures(partial, "tag-a", every_s=0.0)
+    # periodic saves keep the finished batches; rows kept under another tag (other images, another network),
+    # more rows than asked for, or a part of a batch are never used
+    keep = PartialRows(partial, "tag-a", every_s=0.0)
     TinyNet().features(u8[:20], batch_size=8, progress=False, resume=keep)
-    assert len(keep.load(20)) == 1 and keep.load(20)[0].shape == (20, TinyNet.dim)
-    assert fidm.PartialFeatures(partial, "tag-b").load(20) == [] and keep.load(19) == []
+    torch.testing.assert_close(keep.load(20, 8), whole[:20])  # saved after every batch and at the end
+    assert keep.resumed_rows == 20
+    keep.save([whole[:16]])
+    assert PartialRows(partial, "tag-b").load(20) is None and keep.load(15) is None and keep.load(20, 5) is None
 
 
 # ---------------------------------------------------------------------------------------------- Inception weights

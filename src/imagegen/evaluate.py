@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from .errors import ImagegenError
 
@@ -231,6 +230,7 @@ def evaluate_images(gen_u8: torch.Tensor, gen_labels: torch.Tensor | None, datas
                     extra_protocol: dict | None = None, base_data_cfg=None) -> dict:
     """Compare generated uint8 images (N, C, H, W) with the reference split; every generative metric."""
     from .api import pick_device
+    from .checkpoint import partial_rows
     from .metrics import fid as fidm
     from .metrics import prdc
 
@@ -265,12 +265,17 @@ def evaluate_images(gen_u8: torch.Tensor, gen_labels: torch.Tensor | None, datas
     kinds = list(opts.features) if any(m in metrics for m in ("fid", "kid", "pr", "dc")) else []
     if "cfd" in metrics and "classifier" not in kinds:
         kinds.append("classifier")
+    partials = []  # the generated images' features so far, kept until every metric is computed
+    gen_sha = _sha256_tensor(gen_u8) if kinds else None
     for kind in kinds:
         t0 = time.time()
         net = feature_net(kind, dataset, opts, device)
         ref_f, mu_r, sigma_r, cache_info = reference_features(net, dataset, opts.ref, ref_u8, ref_desc, opts,
                                                               whole=(split_u8, split_desc, idx))
-        gen_f = net.features(gen_u8, opts.batch_size, desc=f"generated ({net.name})", progress=opts.progress)
+        partials.append(partial_rows(json.dumps({"rows": "features of generated images", "images_sha256": gen_sha,
+                                                 **net.protocol()}, sort_keys=True, default=str), "feature rows"))
+        gen_f = net.features(gen_u8, opts.batch_size, desc=f"generated ({net.name})", progress=opts.progress,
+                             resume=partials[-1])
         proto = dict(net.protocol(), **cache_info, feature_seconds=round(time.time() - t0, 1))
         sfx = _suffix(kind)
         mu_g, sigma_g = fidm.feature_stats(gen_f)
@@ -310,6 +315,8 @@ def evaluate_images(gen_u8: torch.Tensor, gen_labels: torch.Tensor | None, datas
 
     if "cas" in metrics:
         _run_cas(gen_u8, gen_labels, dataset, opts, device, record, base_data_cfg)
+    for partial in partials:
+        partial.discard()
     return {"summary": summary, "metrics": out_metrics, "protocol": common}
 
 
@@ -352,23 +359,22 @@ def balanced_labels(n: int, num_classes: int) -> torch.Tensor:
 
 
 def generate_uint8(model, n: int, labels: torch.Tensor | None, seed: int, batch_size: int, options: dict,
-                   progress: bool = True) -> torch.Tensor:
+                   progress: bool = True, resume=None) -> torch.Tensor:
     """Sample ``n`` images in chunks of ``batch_size`` (chunk k uses seed ``seed * 1000003 + k``) and quantise
-    each chunk with to_uint8 at once, so only uint8 images are held."""
+    each chunk with to_uint8 at once, so only uint8 images are held. Chunks are seeded one by one, so with
+    ``resume`` (a :class:`imagegen.checkpoint.PartialRows`) a stopped call continues with the same images."""
+    from .checkpoint import compute_rows
     from .data import to_uint8
 
-    out = []
-    bar = tqdm(total=n, desc="generating", unit="img", disable=not progress)
-    for k, start in enumerate(range(0, n, batch_size)):
+    def chunk(start: int) -> torch.Tensor:
         m = min(batch_size, n - start)
         yb = None if labels is None else labels[start:start + m]
-        x = model.sample(m, labels=yb, seed=seed * 1_000_003 + k, batch_size=m, **options)
+        x = model.sample(m, labels=yb, seed=seed * 1_000_003 + start // batch_size, batch_size=m, **options)
         if x.shape[0] != m:
             raise ValueError(f"sample returned {x.shape[0]} images for {m}")
-        out.append(to_uint8(x.cpu()))
-        bar.update(m)
-    bar.close()
-    return torch.cat(out)
+        return to_uint8(x.cpu())
+
+    return compute_rows(n, batch_size, chunk, resume, "generating", progress)
 
 
 def _sample_options_protocol(model, options: dict) -> dict:
@@ -430,17 +436,40 @@ def _evaluate_model(model, path, opts: EvalOptions, sample_options: dict, out=No
             raise ImagegenError("cacc and cas need a class-conditional model (train with "
                                 "--set model.class_cond=true); drop them from --metrics")
         t0 = time.time()
-        gen = generate_uint8(model, opts.n, labels, opts.seed, opts.batch_size, sample_options, opts.progress)
+        partial = _generation_partial(model, opts, run_proto["sample_options"], cond)
+        gen = generate_uint8(model, opts.n, labels, opts.seed, opts.batch_size, sample_options, opts.progress,
+                             resume=partial)
         gen_seconds = time.time() - t0
         run_proto.update(seed=opts.seed, seed_scheme=f"chunk k of {opts.batch_size} images uses seed "
                                                      f"seed*1000003+k", labels="balanced (i mod K)" if cond
                          else None, generation_seconds=round(gen_seconds, 3))
+        if partial is not None and partial.resumed_rows:  # generation_seconds then timed only the rest
+            run_proto["generation_resumed_rows"] = partial.resumed_rows
         result = evaluate_images(gen, labels, dataset, opts, run_proto, base_cfg)
     if "nll" in metrics:
         _run_nll(model, dataset, opts, run_proto, result, base_cfg)
     if out is not None:
         write_result(result, out)
+    if any(m in GENERATIVE for m in metrics) and partial is not None:
+        partial.discard()  # kept until here: a stop during feature extraction does not redo the sampling
     return result
+
+
+def _generation_partial(model, opts: EvalOptions, sample_options: dict, cond: bool):
+    """Where an evaluation keeps the images generated so far: tagged with everything they depend on (the
+    checkpoint's bytes, N, seed, chunk size, labels, sampling options, device, torch), so only the same
+    evaluation, re-run after a stop, resumes from them."""
+    from .checkpoint import partial_rows
+    from .metrics.fid import file_sha256
+
+    ckpt = getattr(model, "path", None)
+    if ckpt is None or not Path(ckpt).is_file():
+        return None  # nothing pins the weights: never resume from images of some other model
+    tag = {"rows": "generated uint8 images", "checkpoint_sha256": file_sha256(ckpt),
+           "step": model.step, "n": opts.n, "seed": opts.seed, "chunk": opts.batch_size,
+           "labels": "balanced (i mod K)" if cond else None, "sample_options": sample_options,
+           "device": str(getattr(model, "device", "")), "torch": torch.__version__}
+    return partial_rows(json.dumps(tag, sort_keys=True, default=str), "generated images")
 
 
 def _run_nll(model, dataset, opts, run_proto, result, base_cfg):

@@ -22,16 +22,14 @@ import os
 import re
 import shutil
 import socket
-import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from ..checkpoint import PartialRows, compute_rows
 from ..errors import ImagegenError
 
 INCEPTION_NAME = "inception-v3-2015-12-05"
@@ -84,75 +82,15 @@ class FeatureNet:
 
     @torch.no_grad()
     def features(self, u8: torch.Tensor, batch_size: int = 64, desc: str | None = None,
-                 progress: bool = True, resume: PartialFeatures | None = None) -> torch.Tensor:
-        """(N, C, H, W) uint8 -> (N, D) float32 on the CPU, ``batch_size`` images at a time.
-
-        With ``resume``, the rows computed so far are kept in its file (every ``resume.every_s`` seconds and
-        when interrupted) and a later call for the same images starts after them."""
+                 progress: bool = True, resume: PartialRows | None = None) -> torch.Tensor:
+        """(N, C, H, W) uint8 -> (N, D) float32 on the CPU, ``batch_size`` images at a time. With ``resume``
+        the rows so far are kept in its file, and a call stopped part-way continues where it stopped."""
         if u8.dtype != torch.uint8:
             raise TypeError(f"feature nets take uint8 images (quantise with imagegen.data.to_uint8), got {u8.dtype}")
-        out = resume.load(u8.shape[0]) if resume is not None else []
-        done = sum(f.shape[0] for f in out)
-        bar = tqdm(total=u8.shape[0], initial=done, desc=desc or f"features ({self.name})", unit="img",
-                   disable=not progress, leave=False)
-        last_save = time.monotonic()
-        try:
-            for start in range(done, u8.shape[0], batch_size):
-                chunk = u8[start:start + batch_size]
-                out.append(self._forward(chunk).float().cpu())
-                bar.update(chunk.shape[0])
-                if resume is not None and time.monotonic() - last_save >= resume.every_s:
-                    resume.save(out)
-                    last_save = time.monotonic()
-        except KeyboardInterrupt:
-            if resume is not None and out:
-                resume.save(out)
-                bar.close()
-                print(f"interrupted: {sum(f.shape[0] for f in out)} of {u8.shape[0]} feature rows kept in "
-                      f"{resume.path}; run the same command again to continue", file=sys.stderr)
-            raise
-        bar.close()
-        if not out:
-            return torch.zeros(0, self.dim)
-        return torch.cat(out)
-
-
-class PartialFeatures:
-    """The feature rows computed so far for one reference set, kept in a file so that a long extraction that
-    stops (Ctrl-C, a killed job, a lost session) continues where it stopped: Inception runs at ~5 img/s on a
-    2-core CPU, so 50,000 reference images take ~2.7 hours. The file is written atomically every ``every_s``
-    seconds; it is used only when its ``tag`` (every protocol field, the images' hash) equals this one's."""
-
-    def __init__(self, path: str | Path, tag: str, every_s: float = 60.0):
-        self.path, self.tag, self.every_s = Path(path), tag, every_s
-        self.resumed_rows = 0  # how many rows the last load found (0: computed from the start)
-
-    def load(self, n_total: int) -> list[torch.Tensor]:
-        """The rows kept from an earlier call (a one-element list), or [] when there is no usable file."""
-        from safetensors import safe_open
-
-        if not self.path.is_file():
-            return []
-        try:
-            with safe_open(str(self.path), framework="pt") as f:
-                if (f.metadata() or {}).get("tag") != self.tag:
-                    return []
-                rows = f.get_tensor("features")
-        except Exception:
-            return []  # a torn or foreign file: start over (and overwrite it)
-        if rows.shape[0] > n_total:
-            return []
-        self.resumed_rows = rows.shape[0]
-        print(f"resuming: {rows.shape[0]} of {n_total} feature rows already computed ({self.path})", file=sys.stderr)
-        return [rows]
-
-    def save(self, rows: list[torch.Tensor]) -> None:
-        from ..checkpoint import atomic_save_tensors
-
-        atomic_save_tensors({"features": torch.cat(rows)}, self.path, metadata={"tag": self.tag})
-
-    def discard(self) -> None:
-        self.path.unlink(missing_ok=True)
+        feats = compute_rows(u8.shape[0], batch_size,
+                             lambda start: self._forward(u8[start:start + batch_size]).float().cpu(), resume,
+                             desc or f"features ({self.name})", progress)
+        return torch.zeros(0, self.dim) if feats is None else feats
 
 
 def _rgb_hwc(u8: torch.Tensor) -> np.ndarray:
@@ -403,7 +341,7 @@ def peek_reference(fields: dict) -> tuple[torch.Tensor, Path] | None:
     return None if got is None else (got[0], path)
 
 
-def cached_reference(fields: dict, compute: Callable[[PartialFeatures], torch.Tensor], refresh: bool = False
+def cached_reference(fields: dict, compute: Callable[[PartialRows], torch.Tensor], refresh: bool = False
                      ) -> tuple[torch.Tensor, np.ndarray, np.ndarray, Path, bool]:
     """Reference features and their statistics, from the cache when every field matches, else computed
     with ``compute(partial) -> (N, D) features`` and stored. ``partial`` is where an interrupted computation
@@ -415,7 +353,7 @@ def cached_reference(fields: dict, compute: Callable[[PartialFeatures], torch.Te
     got = None if refresh else _read_reference(path, fields)
     if got is not None:
         return (*got, path, True)
-    partial = PartialFeatures(path.with_name(path.stem + ".partial.safetensors"), _fields_text(fields))
+    partial = PartialRows(path.with_name(path.stem + ".partial.safetensors"), _fields_text(fields), "feature rows")
     if refresh:
         partial.discard()
     feats = compute(partial).float().cpu()
@@ -426,6 +364,6 @@ def cached_reference(fields: dict, compute: Callable[[PartialFeatures], torch.Te
     return feats, mu, sigma, path, False
 
 
-__all__ = ["CLEAN_RESIZER", "INCEPTION_NAME", "FeatureNet", "InceptionFeatures", "PartialFeatures", "cache_key",
+__all__ = ["CLEAN_RESIZER", "INCEPTION_NAME", "FeatureNet", "InceptionFeatures", "cache_key",
            "cached_reference", "clean_resize", "feature_stats", "fid_from_features", "file_sha256", "frechet_distance",
            "kid", "peek_reference", "resolve_inception_weights"]
