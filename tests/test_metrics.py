@@ -249,6 +249,21 @@ def test_interrupted_reference_features_continue_where_they_stopped(capfd):
     assert PartialRows(partial, "tag-b").load(20) is None and keep.load(15) is None and keep.load(20, 5) is None
 
 
+def test_partial_files_nobody_resumed_for_weeks_are_pruned():
+    import os
+    import time
+
+    from imagegen.checkpoint import PARTIAL_MAX_AGE_DAYS, partial_rows
+
+    stale, fresh = partial_rows("stale run"), partial_rows("fresh run")
+    for p in (stale, fresh):
+        p.save([torch.zeros(2, 3)])
+    old = time.time() - (PARTIAL_MAX_AGE_DAYS + 1) * 86400
+    os.utime(stale.path, (old, old))
+    partial_rows("a third run")
+    assert not stale.path.exists() and fresh.path.is_file()
+
+
 # ---------------------------------------------------------------------------------------------- Inception weights
 
 

@@ -279,12 +279,25 @@ class PartialRows:
         self.path.unlink(missing_ok=True)
 
 
+PARTIAL_MAX_AGE_DAYS = 14
+
+
 def partial_rows(tag: str, what: str = "rows") -> PartialRows:
-    """A PartialRows in the cache folder, its file named by the tag's hash."""
+    """A PartialRows in the cache folder, its file named by the tag's hash. Files there that no run has
+    touched for PARTIAL_MAX_AGE_DAYS are deleted on the way: they belong to evaluations stopped and never
+    re-run (a stopped CIFAR-10 FID-50k leaves ~150 MB of images)."""
     from .data import cache_dir
 
+    folder = cache_dir() / "partial"
+    cutoff = time.time() - PARTIAL_MAX_AGE_DAYS * 86400
+    for old in folder.glob("*.safetensors"):
+        try:
+            if old.stat().st_mtime < cutoff:
+                old.unlink()
+        except OSError:
+            pass  # another process removed or is replacing it
     name = hashlib.sha256(tag.encode()).hexdigest()[:32]
-    return PartialRows(cache_dir() / "partial" / f"{name}.safetensors", tag, what)
+    return PartialRows(folder / f"{name}.safetensors", tag, what)
 
 
 def compute_rows(n_total: int, chunk: int, make: Callable[[int], torch.Tensor], resume: PartialRows | None = None,
