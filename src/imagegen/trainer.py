@@ -252,12 +252,16 @@ def train(cfg: RunConfig, out: str | Path, *, fresh: bool = False, progress: boo
     def elapsed() -> float:
         return elapsed_prev + time.perf_counter() - t_start
 
+    interrupted = False  # stopped by a signal before the budget was spent (the same on every rank)
+
     def stop_now() -> bool:
-        done = torch.tensor(float(_budget_done(cfg, step, images_seen, elapsed()) or stop.signal is not None),
-                            device=device)
+        nonlocal interrupted
+        budget = _budget_done(cfg, step, images_seen, elapsed())
+        flags = torch.tensor([float(budget), float(stop.signal is not None and not budget)], device=device)
         if accel.num_processes > 1:  # wall-clock budgets (and signals) may disagree: rank 0 decides
-            torch.distributed.broadcast(done, src=0)
-        return bool(done.item())
+            torch.distributed.broadcast(flags, src=0)
+        interrupted = bool(flags[1].item())
+        return bool(flags[0].item()) or interrupted
 
     def check_finite(where: str) -> None:
         if bool(accel.reduce(bad.float(), "max").item() if accel.num_processes > 1 else bad.item()):
@@ -340,9 +344,10 @@ def train(cfg: RunConfig, out: str | Path, *, fresh: bool = False, progress: boo
     check_finite("at the end of training")
     if last_saved != step:
         save_checkpoint()
-    if stop.signal is not None and not _budget_done(cfg, step, images_seen, elapsed()):
+    if interrupted:
         if writer is not None:
             writer.close()
+        accel.wait_for_everyone()
         accel.end_training()
         if main:
             print(f"stopped by {stop.signal} at step {step} ({images_seen / 1000:.1f} kimg, {elapsed():.0f} s); "
