@@ -268,6 +268,20 @@ def test_a_stopped_evaluation_resumes_its_samples_and_features(trained, monkeypa
     assert again["summary"] == pytest.approx(resumed["summary"], rel=1e-6)
 
 
+def test_python_entry_points_take_keyword_options(trained):
+    import imagegen
+    from imagegen.errors import ImagegenError
+
+    res = imagegen.evaluate_run(trained, metrics="fid", n=20, batch_size=10, device="cpu", progress=False)
+    assert res["metrics"]["fid"]["protocol"]["n_gen"] == 20 and np.isfinite(res["summary"]["fid"])
+    table = imagegen.compare_runs(str(trained), metrics=["fid"], n=20, device="cpu", progress=False)
+    assert len(table["rows"]) == 1
+    with pytest.raises(ImagegenError, match="unknown evaluation option.*n_gen.*valid: metrics, n, "):
+        imagegen.evaluate_run(trained, n_gen=20)
+    with pytest.raises(ImagegenError, match="not both"):
+        imagegen.evaluate_run(trained, evaluate.EvalOptions(), n=20)
+
+
 def test_compare_scores_runs_side_by_side_with_one_protocol(trained, tmp_path, capsys):
     gan = tmp_path / "gan"
     main(["train", "gan", "--data", "digits", "--steps", "2", "--out", str(gan), "--set", "model.g_channels=8",

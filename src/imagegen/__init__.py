@@ -6,6 +6,7 @@ Python API::
     run_dir = imagegen.train("vae", data="digits", steps=200, out="runs/vae-digits")
     model = imagegen.load(run_dir)
     x = model.sample(16, seed=0)          # (16, C, H, W) in [-1, 1]
+    result = imagegen.evaluate_run(run_dir, metrics="fid,kid", n=2000)   # what 'imagegen eval' writes
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ __version__ = "0.1.0"
 
 from .api import LoadedModel, load, train  # noqa: E402
 from .data import DATASETS  # noqa: E402
+from .evaluate import EvalOptions, compare_runs, evaluate_folder, evaluate_run, reference_stats  # noqa: E402
 from .registry import FAMILIES  # noqa: E402
 
-__all__ = ["DATASETS", "FAMILIES", "LoadedModel", "__version__", "load", "train"]
+__all__ = ["DATASETS", "FAMILIES", "EvalOptions", "LoadedModel", "__version__", "compare_runs", "evaluate_folder",
+           "evaluate_run", "load", "reference_stats", "train"]

@@ -18,7 +18,7 @@ import json
 import platform
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -64,6 +64,20 @@ class EvalOptions:
 
 
 # ---------------------------------------------------------------------------------------------- parsing
+
+
+def eval_options(opts: EvalOptions | None, options: dict) -> EvalOptions:
+    """The entry points take an EvalOptions or its fields as keywords (``metrics="fid,kid", n=2000``);
+    an unknown keyword is a one-line error that lists the valid ones."""
+    if opts is not None and options:
+        raise ImagegenError(f"pass an EvalOptions or keyword options ({', '.join(options)}), not both")
+    if opts is not None:
+        return opts
+    valid = [f.name for f in fields(EvalOptions)]
+    unknown = [k for k in options if k not in valid]
+    if unknown:
+        raise ImagegenError(f"unknown evaluation option(s) {', '.join(unknown)}; valid: {', '.join(valid)}")
+    return EvalOptions(**options)
 
 
 def check_counts(opts: EvalOptions, n_min: int) -> None:
@@ -391,13 +405,15 @@ def _sample_options_protocol(model, options: dict) -> dict:
     return {k: (v if isinstance(v, (int, float, str, bool, type(None))) else str(v)) for k, v in resolved.items()}
 
 
-def evaluate_run(path: str | Path, opts: EvalOptions, sample_options: dict | None = None,
-                 out: str | Path | None = None) -> dict:
-    """Load a run (its newest checkpoint) or checkpoint file, generate, and evaluate."""
+def evaluate_run(path: str | Path, opts: EvalOptions | None = None, sample_options: dict | None = None,
+                 out: str | Path | None = None, **options) -> dict:
+    """Load a run (its newest checkpoint) or checkpoint file, generate, and evaluate. ``options`` are
+    EvalOptions fields, e.g. ``evaluate_run("runs/x", metrics="fid,kid", n=2000, device="cpu")``."""
     from . import load
 
     git_commit()  # fixed now, before the long part (see git_commit)
 
+    opts = eval_options(opts, options)
     sample_options = dict(sample_options or {})
     check_counts(opts, 1)
     metrics = parse_list(opts.metrics, METRICS, "metric")
@@ -541,8 +557,8 @@ def _takes(fam, key: str, value) -> bool:
     return choices is None or value in choices
 
 
-def compare_runs(paths: list, opts: EvalOptions, sample_options: dict | None = None,
-                 out: str | Path | None = None) -> dict:
+def compare_runs(paths: list, opts: EvalOptions | None = None, sample_options: dict | None = None,
+                 out: str | Path | None = None, **options) -> dict:
     """Score several runs of one dataset with one protocol (same metrics, N, reference split and feature
     networks; the reference features are computed once and cached) and put them side by side with what
     each cost: training time and images, parameters, sampling speed.
@@ -557,6 +573,8 @@ def compare_runs(paths: list, opts: EvalOptions, sample_options: dict | None = N
 
     git_commit()  # fixed now, before the long part (see git_commit)
 
+    opts = eval_options(opts, options)
+    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
     if not paths:
         raise ImagegenError("give at least one run directory to compare")
     check_counts(opts, 1)
@@ -650,14 +668,16 @@ def _folder_labels(class_names: tuple[str, ...], dataset_classes: tuple[str, ...
     return mapping
 
 
-def evaluate_folder(folder: str | Path, dataset: str, opts: EvalOptions, out: str | Path | None = None) -> dict:
+def evaluate_folder(folder: str | Path, dataset: str, opts: EvalOptions | None = None,
+                    out: str | Path | None = None, **options) -> dict:
     """Evaluate any folder of generated images (class sub-folders give labels for cacc/cas), or a NumPy
     ``.npz``/``.npy`` file of uint8 images (``imagegen.data.load_image_array``; labels, if stored, are
-    the dataset's class indices)."""
+    the dataset's class indices). ``options``: EvalOptions fields, as for ``evaluate_run``."""
     from .data import ARRAY_EXTENSIONS, load_folder, load_image_array
 
     git_commit()  # fixed now, before the long part (see git_commit)
 
+    opts = eval_options(opts, options)
     check_counts(opts, 0)  # 0: every image
     metrics = parse_list(opts.metrics, METRICS, "metric")
     if "nll" in metrics:
@@ -706,14 +726,14 @@ def evaluate_folder(folder: str | Path, dataset: str, opts: EvalOptions, out: st
 
 
 def reference_stats(dataset: str, split: str = "train", n: int | None = None, features: str | list[str] = "inception",
-                    opts: EvalOptions | None = None, image_size: int | None = None, channels: int | None = None
-                    ) -> list[dict]:
+                    opts: EvalOptions | None = None, image_size: int | None = None, channels: int | None = None,
+                    **options) -> list[dict]:
     """Compute and cache the reference features/statistics of a split (what ``ref-stats`` runs)."""
     from .api import pick_device
 
     git_commit()  # fixed now, before the long part (see git_commit)
 
-    opts = opts or EvalOptions()
+    opts = eval_options(opts, options)
     kinds = parse_list(features, FEATURES, "feature network") or ["inception"]
     device = pick_device(opts.device)
     images, _, _, desc = load_reference(dataset, split, n, opts.data_root, image_size, channels, opts.ref_seed)
