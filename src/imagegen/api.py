@@ -122,8 +122,12 @@ class LoadedModel:
         with torch.no_grad() if fn_name != "complete" else _nullcontext():
             return fn(self.module, *args, **options)
 
-    def sample(self, n: int, labels=None, seed: int | None = 0, batch_size: int = 256, **options) -> torch.Tensor:
-        """``n`` images (n, C, H, W) in [-1, 1] on the CPU; the same seed gives the same images."""
+    def sample(self, n: int, labels=None, seed: int | None = 0, batch_size: int = 256, progress: bool = False,
+               **options) -> torch.Tensor:
+        """``n`` images (n, C, H, W) in [-1, 1] on the CPU; the same seed gives the same images.
+        ``progress``: a progress bar over the batches (when there is more than one)."""
+        from tqdm.auto import tqdm
+
         from .families.base import check_labels
 
         check_range(n, "[1,inf)", "n")
@@ -131,10 +135,13 @@ class LoadedModel:
         y = check_labels(labels, n, self.info.num_classes, self.device)
         g = self._generator(seed)
         out = []
+        bar = tqdm(total=n, desc="sampling", unit="img", disable=not progress or n <= batch_size, leave=False)
         for start in range(0, n, batch_size):
             m = min(batch_size, n - start)
             yb = None if y is None else y[start:start + m]
             out.append(self._call("sample", m, labels=yb, generator=g, **options).float().cpu())
+            bar.update(m)
+        bar.close()
         return torch.cat(out)
 
     def nll(self, x: torch.Tensor, labels=None, batch_size: int = 256, **options) -> torch.Tensor:

@@ -219,7 +219,7 @@ def sample_cmd(
     wanted = balanced_labels(n, max(k, 1)) if labels and labels.strip().lower() == "balanced" \
         else _parse_labels(labels)
     y = check_labels(wanted, n, k, "cpu")  # (n,) as model.sample uses them
-    x = model.sample(n, labels=y, seed=seed, batch_size=batch_size,
+    x = model.sample(n, labels=y, seed=seed, batch_size=batch_size, progress=True,
                      **_sample_options(sampler, steps, guidance, temperature, truncation, eta))
     _write_images(x, out, out_dir, labels=y)
 
