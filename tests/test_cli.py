@@ -74,6 +74,17 @@ def test_eval_nll(trained, tmp_path, capsys):
     assert code == 0 and cond["conditioning"].startswith("-log p(x|y)")
     # -log (1/K) sum_y p(x|y) <= -log p(x|y_true) + log K (up to the IWAE bounds' sampling noise)
     assert result["nats"] <= cond["nats"] + math.log(10) + 1.0
+    # a result kept in the run directory shows in 'info' (a broken JSON file there is skipped)
+    run = tmp_path / "copy"
+    import shutil
+
+    shutil.copytree(trained, run)
+    shutil.copy(tmp_path / "nll.json", run / "nll-test-10.json")
+    (run / "torn.json").write_text("{not json")
+    code, out, err = run_cli(["info", run], capsys)
+    assert code == 0, err
+    assert f"nll-test-10.json: nll {result['nats']:.4g} nats" in out and "[split test, n 10, step 4]" in out
+    assert "torn.json" not in out
 
 
 def test_inpaint_complete_interpolate(trained, tmp_path, capsys):

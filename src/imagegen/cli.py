@@ -47,7 +47,7 @@ def list_cmd() -> None:
 
 @app.command("info")
 def info_cmd(run: Path = typer.Argument(..., help="run directory or checkpoint file")) -> None:
-    """Family, config, step, images seen and the latest logged metrics of a run."""
+    """Family, step, images seen, the latest logged metrics, the results saved in the run, and its config."""
     from . import checkpoint
 
     ck = checkpoint.load(run)
@@ -65,8 +65,39 @@ def info_cmd(run: Path = typer.Argument(..., help="run directory or checkpoint f
         lines = metrics.read_text().strip().splitlines()
         if lines:
             _echo(f"last log:    {lines[-1]}")
+    results = _saved_results(Path(run)) if Path(run).is_dir() else []
+    if results:
+        _echo("results:     (the JSON files of eval, eval-nll and the benchmarks in the run directory)")
+        for line in results:
+            _echo(f"  {line}")
     _echo("config:")
     _echo(json.dumps(m["config"], indent=2))
+
+
+def _saved_results(run_dir: Path) -> list[str]:
+    """One line per result file in a run directory: an evaluation's summary (eval, compare's per-run JSON,
+    the benchmarks) or a likelihood (eval-nll), with the N and checkpoint step it was measured at."""
+    lines = []
+    for p in sorted(run_dir.glob("*.json")):
+        try:
+            d = json.loads(p.read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(d, dict):
+            continue
+        if isinstance(d.get("summary"), dict) and d["summary"]:
+            proto = next(iter(d.get("metrics", {}).values()), {}).get("protocol", d.get("protocol", {}))
+            nums = [f"{k} {v:.4g}" for k, v in d["summary"].items()
+                    if isinstance(v, (int, float)) and not k.endswith("_std")]
+            where = [f"{k} {proto[k]}" for k in ("n_gen", "sampler", "steps", "guidance", "checkpoint_step")
+                     if k in proto]
+        elif "bits_per_dim" in d and "nats" in d:
+            nums = [f"nll {d['nats']:.4g} nats ({d['bits_per_dim']:.4g} bits/dim, {d.get('bound', 'exact')})"]
+            where = [f"{k} {d[k]}" for k in ("split", "n", "step") if k in d]
+        else:
+            continue
+        lines.append(f"{p.name}: {', '.join(nums)}" + (f" [{', '.join(where)}]" if where else ""))
+    return lines
 
 
 # ---------------------------------------------------------------------------------------------- train
