@@ -161,7 +161,6 @@ def train(cfg: RunConfig, out: str | Path, *, fresh: bool = False, progress: boo
 
     During the training loop a first Ctrl-C or SIGTERM ends the step in progress, writes a checkpoint and
     raises KeyboardInterrupt; running the same command again resumes from that step."""
-    """Train ``cfg`` into run directory ``out`` (resuming from its newest checkpoint unless ``fresh``)."""
     fam = registry.get_family(cfg.family)
     t = cfg.train
     if t.steps is None and t.kimg is None and t.budget_minutes is None:
