@@ -57,6 +57,35 @@ def test_ctrl_c_saves_the_step_in_progress_and_the_same_command_resumes(tmp_path
     assert _losses(tmp_path / "r") == _losses(_train(tmp_path / "u", 8))  # as if never stopped
 
 
+def test_evaluations_during_training_are_logged_and_checked_before_the_first_step(tmp_path, monkeypatch):
+    from helpers import make_mnist
+
+    make_mnist(tmp_path / "data", n_train=64, n_test=40)
+    gan = ["model.g_channels=8", "model.d_channels=8", "train.batch_size=16", "train.sample_every=0",
+           "train.log_every=1", "train.eval_every=2", "train.eval_n=20", "train.eval_metrics=cfd,cscore,cacc"]
+    run = api.train("gan", data="mnist", steps=5, out=tmp_path / "g", progress=False, overrides=gan,
+                    data_root=str(tmp_path / "data"))
+    evals = [json.loads(line) for line in (run / "evals.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in evals] == [2, 4, 5]  # every 2 steps, and the final weights
+    for e in evals:
+        assert e["n"] == 20 and np.isfinite(e["fid_clf"]) and 0 <= e["class_accuracy"] <= 1
+        assert 1 <= e["classifier_score"] <= 10 and e["eval_s"] >= 0
+    assert [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4, 5]
+    # what cannot run is an error before any training step
+    for extra, needle in ((["train.eval_metrics=nll"], "choose from fid, kid"),
+                          (["train.eval_metrics=fidd"], "unknown"),
+                          (["model.class_cond=false", "train.eval_metrics=cacc"], "class-conditional")):
+        with pytest.raises(ImagegenError, match=needle):
+            api.train("gan", data="mnist", steps=5, out=tmp_path / "x", progress=False, overrides=gan + extra,
+                      data_root=str(tmp_path / "data"))
+    with pytest.raises(ImagegenError, match="no classifier for dataset 'digits'"):
+        _train(tmp_path / "d", 3, extra=["train.eval_every=2"])
+    monkeypatch.setenv("IMAGEGEN_INCEPTION", str(tmp_path / "missing.pt"))
+    with pytest.raises(ImagegenError, match="IMAGEGEN_INCEPTION"):
+        _train(tmp_path / "d", 3, extra=["train.eval_every=2", "train.eval_metrics=fid"])
+    assert not (tmp_path / "x").exists() and not (tmp_path / "d" / "checkpoints").exists()
+
+
 def test_run_directory_contents_and_budgets(tmp_path):
     run = _train(tmp_path / "r", 4, extra=["train.sample_every=2", "train.grad_accum_steps=2"])
     assert json.loads((run / "config.json").read_text())["family"] == "vae"

@@ -16,15 +16,19 @@ from .errors import ImagegenError
 
 
 def train(family: str | None = None, *, out: str | Path, preset: str | None = None, data: str | None = None,
-          steps: int | None = None, kimg: float | None = None, budget: str | float | None = None,
-          overrides: dict | list[str] | None = None, fresh: bool = False, progress: bool = True) -> Path:
-    """Train a model; returns the run directory. ``overrides`` is a nested dict or ``["a.b=c", ...]``."""
+          data_root: str | Path | None = None, steps: int | None = None, kimg: float | None = None,
+          budget: str | float | None = None, overrides: dict | list[str] | None = None, fresh: bool = False,
+          progress: bool = True) -> Path:
+    """Train a model; returns the run directory. ``overrides`` is a nested dict or ``["a.b=c", ...]``;
+    ``data_root`` is the CLI's ``--data-root`` (the folder holding MNIST/raw/, cifar-10-batches-py/, ...)."""
     if isinstance(overrides, list):
         overrides = config.parse_overrides(overrides)
     ov: dict = {"data": {}, "train": {}}
     config._deep_update(ov, overrides or {})
     if data is not None:
         ov["data"]["name"] = data
+    if data_root is not None:
+        ov["data"]["root"] = str(data_root)
     if steps is not None:
         ov["train"]["steps"] = steps
     if kimg is not None:

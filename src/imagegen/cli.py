@@ -60,11 +60,12 @@ def info_cmd(run: Path = typer.Argument(..., help="run directory or checkpoint f
     _echo(f"step:        {m['step']}")
     _echo(f"images seen: {m['images_seen']} ({m['images_seen'] / 1000:.1f} kimg)")
     _echo(f"train time:  {m.get('elapsed_s', 0):.0f} s")
-    metrics = Path(run) / "metrics.jsonl" if Path(run).is_dir() else None
-    if metrics and metrics.is_file():
-        lines = metrics.read_text().strip().splitlines()
-        if lines:
-            _echo(f"last log:    {lines[-1]}")
+    for name, label in (("metrics.jsonl", "last log:   "), ("evals.jsonl", "last eval:  ")):
+        logged = Path(run) / name if Path(run).is_dir() else None
+        if logged and logged.is_file():
+            lines = logged.read_text().strip().splitlines()
+            if lines:
+                _echo(f"{label} {lines[-1]}")
     results = _saved_results(Path(run)) if Path(run).is_dir() else []
     if results:
         _echo("results:     (the JSON files of eval, eval-nll and the benchmarks in the run directory)")

@@ -56,12 +56,16 @@ class TrainConfig:
     keep_last: int = 3  # checkpoints kept on disk
     sample_n: int = 64  # images in the periodic grids
     device: str = "auto"  # auto | cpu | cuda
+    eval_every: int = 0  # steps between evaluations during training (evals.jsonl, TensorBoard eval/); 0: off
+    eval_metrics: str = "cfd"  # what 'imagegen eval --metrics' takes, except nll and cas
+    eval_n: int = 1000  # generated images per evaluation, scored against as many test images
 
     RANGES: ClassVar[dict[str, str]] = {
         "batch_size": "[1,inf)", "lr": "(0,inf)", "adam_betas": "[0,1)", "weight_decay": "[0,inf)",
         "grad_clip": "[0,inf)", "grad_accum_steps": "[1,inf)", "ema_decay": "[0,1)", "steps": "[0,inf)",
         "kimg": "[0,inf)", "budget_minutes": "(0,inf)", "log_every": "[1,inf)", "sample_every": "[0,inf)",
-        "ckpt_every": "[1,inf)", "keep_last": "[1,inf)", "sample_n": "[1,inf)"}
+        "ckpt_every": "[1,inf)", "keep_last": "[1,inf)", "sample_n": "[1,inf)", "eval_every": "[0,inf)",
+        "eval_n": "[2,inf)"}
 
 
 @dataclass

@@ -391,6 +391,60 @@ def generate_uint8(model, n: int, labels: torch.Tensor | None, seed: int, batch_
     return compute_rows(n, batch_size, chunk, resume, "generating", progress)
 
 
+TRAINING_METRICS = ("fid", "kid", "pr", "dc", "cfd", "cscore", "cacc")
+
+
+def training_eval_options(cfg, info) -> EvalOptions | None:
+    """The evaluations ``train.eval_every`` asks for, checked before the first training step: one that cannot
+    run (an unknown metric, classifier metrics without a classifier for the data, Inception weights missing
+    offline) fails now, not after the first hour of training. None when they are off."""
+    t = cfg.train
+    if not t.eval_every:
+        return None
+    metrics = parse_list(t.eval_metrics, METRICS, "train.eval_metrics metric")
+    later = [m for m in metrics if m not in TRAINING_METRICS]
+    if later or not metrics:
+        raise ImagegenError(f"train.eval_metrics={t.eval_metrics!r}: during training choose from "
+                            f"{', '.join(TRAINING_METRICS)} ({', '.join(later) or 'none given'}: run 'imagegen "
+                            f"eval' or 'imagegen eval-nll' on a checkpoint instead)")
+    if "cacc" in metrics and not (getattr(cfg.model, "class_cond", False) and info.num_classes):
+        raise ImagegenError("train.eval_metrics: cacc needs a class-conditional model (model.class_cond=true)")
+    if any(m in ("cfd", "cscore", "cacc") for m in metrics):
+        from .metrics.classifier import packaged_weights
+
+        packaged_weights(cfg.data.name)  # a one-line error when the data has no classifier
+    if any(m in ("fid", "kid", "pr", "dc") for m in metrics):
+        from .metrics.fid import resolve_inception_weights
+
+        resolve_inception_weights(None)  # IMAGEGEN_INCEPTION, the cache, or the download: now, not later
+    return EvalOptions(metrics=metrics, n=t.eval_n, ref="test", data_root=cfg.data.root, progress=False,
+                       batch_size=min(t.eval_n, 250))
+
+
+@torch.no_grad()
+def evaluate_during_training(net, fam, cfg, info, step: int, opts: EvalOptions, device) -> dict:
+    """Score ``opts.n`` samples of ``net`` (the EMA copy, in eval mode) at this step: the same metrics and
+    reference as ``imagegen eval`` (test split, balanced labels for class-conditional models), sampled with
+    the family's preview options (diffusion: DPM-Solver++(2M), 10 steps) from a fixed seed, so the numbers
+    of one run are comparable across its steps."""
+    from .data import to_uint8
+
+    options = dict(getattr(fam, "PREVIEW_OPTIONS", {}))
+    cond = bool(getattr(cfg.model, "class_cond", False)) and info.num_classes > 0
+    labels = balanced_labels(opts.n, info.num_classes) if cond else None
+    g = torch.Generator(device=device).manual_seed(opts.seed)
+    chunks = []
+    for start in range(0, opts.n, opts.batch_size):
+        m = min(opts.batch_size, opts.n - start)
+        yb = None if labels is None else labels[start:start + m].to(device)
+        chunks.append(to_uint8(fam.sample(net, m, labels=yb, generator=g, **options).float().cpu()))
+    opts.device = str(device)
+    return evaluate_images(torch.cat(chunks), labels, cfg.data.name, opts,
+                           {"checkpoint_step": step, "family": cfg.family, "weights": "EMA (during training)",
+                            "sample_options": options, "seed": opts.seed,
+                            "labels": "balanced (i mod K)" if cond else None}, cfg.data)
+
+
 def _sample_options_protocol(model, options: dict) -> dict:
     """The sampling options actually in force: the family's defaults overlaid with the user's."""
     fam = getattr(model, "fam", None)

@@ -21,9 +21,10 @@ import torch
 from torch.optim.swa_utils import AveragedModel
 
 from . import checkpoint, registry
-from .config import RunConfig, from_saved
+from .config import RunConfig, from_saved, replace
 from .data import BatchSampler, load_dataset
 from .errors import ImagegenError
+from .evaluate import evaluate_during_training, training_eval_options
 from .families.base import default_optimizers
 
 # datasets up to this size live on the accelerator, so a batch is one index lookup
@@ -183,6 +184,7 @@ def train(cfg: RunConfig, out: str | Path, *, fresh: bool = False, progress: boo
     set_seed(t.seed)  # the same on every rank, so every rank builds the same initial weights
     dataset = load_dataset(cfg.data, "train")
     info = dataset.info
+    eval_opts = training_eval_options(cfg, info)  # checked before any step: fails now, not in an hour
     model = fam.build(cfg.model, info)
     optimizers = (fam.configure_optimizers(model, cfg.model, t) if hasattr(fam, "configure_optimizers")
                   else default_optimizers(model, cfg.model, t))
@@ -299,6 +301,32 @@ def train(cfg: RunConfig, out: str | Path, *, fresh: bool = False, progress: boo
         net.train(was_training)
         save_grid(x, out / "samples" / f"step-{step:08d}.png")
 
+    last_eval = -1
+
+    def run_eval() -> None:
+        """train.eval_every: score the EMA weights now; the time it takes is not charged to the budget."""
+        nonlocal t_start, t_log, last_eval
+        last_eval = step
+        if main:
+            t0 = time.perf_counter()
+            net = ema.module if ema is not None else accel.unwrap_model(model)
+            was_training = net.training
+            net.eval()
+            res = evaluate_during_training(net, fam, cfg, info, step, replace(eval_opts), device)
+            net.train(was_training)
+            spent = time.perf_counter() - t0
+            t_start += spent  # the training clock (and the budget) skips the evaluation
+            t_log += spent
+            scores = {k: v for k, v in res["summary"].items() if isinstance(v, (int, float))}
+            with open(out / "evals.jsonl", "a") as f:
+                f.write(json.dumps({"step": step, "kimg": images_seen / 1000, "elapsed_s": round(elapsed(), 3),
+                                    "n": eval_opts.n, **scores, "eval_s": round(spent, 2)}) + "\n")
+            for k, v in scores.items():
+                writer.add_scalar(f"eval/{k}", v, step)
+            bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in scores.items()
+                                                    if not k.endswith("_std")) + f" ({eval_opts.n} samples)")
+        accel.wait_for_everyone()
+
     model.train()
     with _StopRequest() as stop:  # Ctrl-C / SIGTERM: finish this step, save, stop
         while not stop_now():
@@ -336,6 +364,8 @@ def train(cfg: RunConfig, out: str | Path, *, fresh: bool = False, progress: boo
                                     refresh=False)
             if t.sample_every and step % t.sample_every == 0:
                 write_preview()
+            if eval_opts is not None and step % t.eval_every == 0:
+                run_eval()
             if t.ckpt_every and step % t.ckpt_every == 0:
                 save_checkpoint()
 
@@ -355,6 +385,8 @@ def train(cfg: RunConfig, out: str | Path, *, fresh: bool = False, progress: boo
         raise KeyboardInterrupt
     if t.sample_every and not (out / "samples" / f"step-{step:08d}.png").exists():
         write_preview()
+    if eval_opts is not None and last_eval != step:
+        run_eval()  # the final weights are always scored
     if writer is not None:
         writer.close()
     accel.wait_for_everyone()
