@@ -71,10 +71,29 @@ def test_evaluations_during_training_are_logged_and_checked_before_the_first_ste
         assert e["n"] == 20 and np.isfinite(e["fid_clf"]) and 0 <= e["class_accuracy"] <= 1
         assert 1 <= e["classifier_score"] <= 10 and e["eval_s"] >= 0
     assert [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4, 5]
+    # train.keep_best keeps the checkpoint of the best evaluation, across a resume; --fresh removes it
+    keep = gan + ["train.keep_best=fid_clf"]
+    run = api.train("gan", data="mnist", steps=5, out=tmp_path / "b", progress=False, overrides=keep,
+                    data_root=str(tmp_path / "data"))
+    run = api.train("gan", data="mnist", steps=9, out=tmp_path / "b", progress=False, overrides=keep,
+                    data_root=str(tmp_path / "data"))
+    evals = [json.loads(line) for line in (run / "evals.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in evals] == [2, 4, 5, 6, 8, 9]
+    top = min(evals, key=lambda e: e["fid_clf"])
+    best = checkpoint.load(run / "checkpoints" / "best.safetensors")
+    assert best.meta["best"]["value"] == pytest.approx(top["fid_clf"]) and best.meta["step"] == top["step"]
+    assert checkpoint.load(run).meta["step"] == 9  # resuming still takes the newest, not the best
+    assert api.load(run / "checkpoints" / "best.safetensors").sample(4, labels=[0, 1, 2, 3]).shape == (4, 1, 28, 28)
+    api.train("gan", data="mnist", steps=1, out=tmp_path / "b", progress=False, overrides=gan, fresh=True,
+              data_root=str(tmp_path / "data"))
+    assert not (run / "checkpoints" / "best.safetensors").exists()
+    assert [json.loads(line)["step"] for line in (run / "evals.jsonl").read_text().splitlines()] == [1]
     # what cannot run is an error before any training step
     for extra, needle in ((["train.eval_metrics=nll"], "choose from fid, kid"),
                           (["train.eval_metrics=fidd"], "unknown"),
-                          (["model.class_cond=false", "train.eval_metrics=cacc"], "class-conditional")):
+                          (["model.class_cond=false", "train.eval_metrics=cacc"], "class-conditional"),
+                          (["train.keep_best=precision"], "keep_best='precision' is not among.*fid_clf"),
+                          (["train.eval_every=0", "train.keep_best=fid_clf"], "set train.eval_every")):
         with pytest.raises(ImagegenError, match=needle):
             api.train("gan", data="mnist", steps=5, out=tmp_path / "x", progress=False, overrides=gan + extra,
                       data_root=str(tmp_path / "data"))

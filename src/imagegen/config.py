@@ -59,6 +59,7 @@ class TrainConfig:
     eval_every: int = 0  # steps between evaluations during training (evals.jsonl, TensorBoard eval/); 0: off
     eval_metrics: str = "cfd"  # what 'imagegen eval --metrics' takes, except nll and cas
     eval_n: int = 1000  # generated images per evaluation, scored against as many test images
+    keep_best: str = ""  # an eval result (fid, fid_clf, class_accuracy, ...): keep checkpoints/best.safetensors
 
     RANGES: ClassVar[dict[str, str]] = {
         "batch_size": "[1,inf)", "lr": "(0,inf)", "adam_betas": "[0,1)", "weight_decay": "[0,inf)",

@@ -400,6 +400,8 @@ def training_eval_options(cfg, info) -> EvalOptions | None:
     offline) fails now, not after the first hour of training. None when they are off."""
     t = cfg.train
     if not t.eval_every:
+        if t.keep_best:
+            raise ImagegenError("train.keep_best needs evaluations: set train.eval_every too (e.g. 500)")
         return None
     metrics = parse_list(t.eval_metrics, METRICS, "train.eval_metrics metric")
     later = [m for m in metrics if m not in TRAINING_METRICS]
@@ -417,8 +419,25 @@ def training_eval_options(cfg, info) -> EvalOptions | None:
         from .metrics.fid import resolve_inception_weights
 
         resolve_inception_weights(None)  # IMAGEGEN_INCEPTION, the cache, or the download: now, not later
+    if t.keep_best and t.keep_best not in training_result_keys(metrics):
+        raise ImagegenError(f"train.keep_best={t.keep_best!r} is not among what train.eval_metrics="
+                            f"{t.eval_metrics!r} gives: {', '.join(training_result_keys(metrics))}")
     return EvalOptions(metrics=metrics, n=t.eval_n, ref="test", data_root=cfg.data.root, progress=False,
                        batch_size=min(t.eval_n, 250))
+
+
+LOWER_IS_BETTER = ("fid", "kid", "fid_clf", "kid_clf")
+
+
+def training_result_keys(metrics: list[str]) -> list[str]:
+    """The summary keys an in-training evaluation with these metrics yields (Inception features, plus the
+    classifier's when cfd is asked for: kid then also gives kid_clf)."""
+    keys = {"fid": ["fid"], "kid": ["kid"], "pr": ["precision", "recall"], "dc": ["density", "coverage"],
+            "cfd": ["fid_clf"], "cscore": ["classifier_score"], "cacc": ["class_accuracy"]}
+    out = [k for m in metrics for k in keys.get(m, [])]
+    if "cfd" in metrics and "kid" in metrics:
+        out.append("kid_clf")
+    return out
 
 
 @torch.no_grad()

@@ -24,7 +24,7 @@ from . import checkpoint, registry
 from .config import RunConfig, from_saved, replace
 from .data import BatchSampler, load_dataset
 from .errors import ImagegenError
-from .evaluate import evaluate_during_training, training_eval_options
+from .evaluate import LOWER_IS_BETTER, evaluate_during_training, training_eval_options
 from .families.base import default_optimizers
 
 # datasets up to this size live on the accelerator, so a batch is one index lookup
@@ -194,10 +194,12 @@ def train(cfg: RunConfig, out: str | Path, *, fresh: bool = False, progress: boo
     step, images_seen, elapsed_prev = 0, 0, 0.0
     last_saved = -1
     ckpt_path = None if fresh else checkpoint.latest(out)
-    if fresh and main and checkpoint.list_checkpoints(out):
+    best_path = out / "checkpoints" / "best.safetensors"  # train.keep_best; not a ckpt-<step>: never pruned
+    if fresh and main and (checkpoint.list_checkpoints(out) or best_path.exists()):
         for _, p in checkpoint.list_checkpoints(out):
             p.unlink()
-        (out / "metrics.jsonl").unlink(missing_ok=True)
+        for p in (best_path, out / "metrics.jsonl", out / "evals.jsonl"):
+            p.unlink(missing_ok=True)
     if ckpt_path is not None:
         ck = checkpoint.load(ckpt_path)
         diff = _same_setup(ck.meta["config"], cfg)
@@ -277,13 +279,16 @@ def train(cfg: RunConfig, out: str | Path, *, fresh: bool = False, progress: boo
         last_saved = step
         if not main:
             return
+        write_checkpoint(checkpoint.checkpoint_path(out, step))
+        checkpoint.prune(out, t.keep_last)
+
+    def write_checkpoint(path: Path, **extra_meta) -> None:
         meta = {"family": cfg.family, "config": cfg.to_dict(), "data_info": info.to_dict(), "step": step,
                 "images_seen": images_seen, "elapsed_s": elapsed(), "sampler": sampler.state_dict(),
                 "world_size": accel.num_processes, "ema_updates": ema.updates if ema else 0,
-                "version": _version()}
-        checkpoint.save(checkpoint.checkpoint_path(out, step), meta=meta, model=accel.unwrap_model(model),
-                        ema=ema.module if ema else None, optimizers=opts_inner(), include_rng=True)
-        checkpoint.prune(out, t.keep_last)
+                "version": _version(), **extra_meta}
+        checkpoint.save(path, meta=meta, model=accel.unwrap_model(model), ema=ema.module if ema else None,
+                        optimizers=opts_inner(), include_rng=True)
 
     def opts_inner():
         return {k: getattr(v, "optimizer", v) for k, v in opts.items()}
@@ -302,6 +307,23 @@ def train(cfg: RunConfig, out: str | Path, *, fresh: bool = False, progress: boo
         save_grid(x, out / "samples" / f"step-{step:08d}.png")
 
     last_eval = -1
+    best = None  # (value, step) of the best evaluation so far under train.keep_best
+    if t.keep_best and best_path.is_file():  # resuming: beat the run's best so far, not the first new one
+        saved = checkpoint.load(best_path).meta.get("best", {})
+        if saved.get("metric") == t.keep_best:
+            best = (float(saved["value"]), int(saved["step"]))
+
+    def keep_if_best(scores: dict) -> None:
+        nonlocal best
+        value = scores.get(t.keep_best)
+        if value is None or not math.isfinite(value):
+            return
+        lower = t.keep_best in LOWER_IS_BETTER
+        if best is not None and not (value < best[0] if lower else value > best[0]):
+            return
+        best = (float(value), step)
+        write_checkpoint(best_path, best={"metric": t.keep_best, "value": float(value), "step": step,
+                                          "n": eval_opts.n, "lower_is_better": lower})
 
     def run_eval() -> None:
         """train.eval_every: score the EMA weights now; the time it takes is not charged to the budget."""
@@ -323,6 +345,8 @@ def train(cfg: RunConfig, out: str | Path, *, fresh: bool = False, progress: boo
                                     "n": eval_opts.n, **scores, "eval_s": round(spent, 2)}) + "\n")
             for k, v in scores.items():
                 writer.add_scalar(f"eval/{k}", v, step)
+            if t.keep_best:
+                keep_if_best(scores)
             bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in scores.items()
                                                     if not k.endswith("_std")) + f" ({eval_opts.n} samples)")
         accel.wait_for_everyone()
