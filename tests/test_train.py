@@ -89,7 +89,7 @@ def test_evaluations_during_training_are_logged_and_checked_before_the_first_ste
     assert not (run / "checkpoints" / "best.safetensors").exists()
     assert [json.loads(line)["step"] for line in (run / "evals.jsonl").read_text().splitlines()] == [1]
     # what cannot run is an error before any training step
-    for extra, needle in ((["train.eval_metrics=nll"], "choose from fid, kid"),
+    for extra, needle in ((["train.eval_metrics=nll"], "gan family has no likelihood"),
                           (["train.eval_metrics=fidd"], "unknown"),
                           (["model.class_cond=false", "train.eval_metrics=cacc"], "class-conditional"),
                           (["train.keep_best=precision"], "keep_best='precision' is not among.*fid_clf"),
@@ -99,6 +99,10 @@ def test_evaluations_during_training_are_logged_and_checked_before_the_first_ste
                       data_root=str(tmp_path / "data"))
     with pytest.raises(ImagegenError, match="no classifier for dataset 'digits'"):
         _train(tmp_path / "d", 3, extra=["train.eval_every=2"])
+    # a likelihood family can follow its test NLL (the same code as 'imagegen eval --metrics nll')
+    run = _train(tmp_path / "v", 3, extra=["train.eval_every=2", "train.eval_metrics=nll", "train.eval_n=10"])
+    evals = [json.loads(line) for line in (run / "evals.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in evals] == [2, 3] and all(e["bits_per_dim"] > 0 for e in evals)
     monkeypatch.setenv("IMAGEGEN_INCEPTION", str(tmp_path / "missing.pt"))
     with pytest.raises(ImagegenError, match="IMAGEGEN_INCEPTION"):
         _train(tmp_path / "d", 3, extra=["train.eval_every=2", "train.eval_metrics=fid"])

@@ -57,7 +57,7 @@ class TrainConfig:
     sample_n: int = 64  # images in the periodic grids
     device: str = "auto"  # auto | cpu | cuda
     eval_every: int = 0  # steps between evaluations during training (evals.jsonl, TensorBoard eval/); 0: off
-    eval_metrics: str = "cfd"  # what 'imagegen eval --metrics' takes, except nll and cas
+    eval_metrics: str = "cfd"  # what 'imagegen eval --metrics' takes (nll: test NLL of eval_n images)
     eval_n: int = 1000  # generated images per evaluation, scored against as many test images
     keep_best: str = ""  # an eval result (fid, fid_clf, class_accuracy, ...): keep checkpoints/best.safetensors
 

@@ -391,27 +391,28 @@ def generate_uint8(model, n: int, labels: torch.Tensor | None, seed: int, batch_
     return compute_rows(n, batch_size, chunk, resume, "generating", progress)
 
 
-TRAINING_METRICS = ("fid", "kid", "pr", "dc", "cfd", "cscore", "cacc")
-
-
 def training_eval_options(cfg, info) -> EvalOptions | None:
     """The evaluations ``train.eval_every`` asks for, checked before the first training step: one that cannot
-    run (an unknown metric, classifier metrics without a classifier for the data, Inception weights missing
-    offline) fails now, not after the first hour of training. None when they are off."""
+    run (an unknown metric, nll for a family without a likelihood, classifier metrics without a classifier for
+    the data, cacc/cas without labels, Inception weights missing offline) fails now, not after the first hour
+    of training. None when they are off."""
+    from . import registry
+
     t = cfg.train
     if not t.eval_every:
         if t.keep_best:
             raise ImagegenError("train.keep_best needs evaluations: set train.eval_every too (e.g. 500)")
         return None
     metrics = parse_list(t.eval_metrics, METRICS, "train.eval_metrics metric")
-    later = [m for m in metrics if m not in TRAINING_METRICS]
-    if later or not metrics:
-        raise ImagegenError(f"train.eval_metrics={t.eval_metrics!r}: during training choose from "
-                            f"{', '.join(TRAINING_METRICS)} ({', '.join(later) or 'none given'}: run 'imagegen "
-                            f"eval' or 'imagegen eval-nll' on a checkpoint instead)")
-    if "cacc" in metrics and not (getattr(cfg.model, "class_cond", False) and info.num_classes):
-        raise ImagegenError("train.eval_metrics: cacc needs a class-conditional model (model.class_cond=true)")
-    if any(m in ("cfd", "cscore", "cacc") for m in metrics):
+    if not metrics:
+        raise ImagegenError(f"train.eval_metrics is empty; choose from {', '.join(METRICS)}")
+    if "nll" in metrics and "nll" not in registry.capabilities(cfg.family):
+        raise ImagegenError(f"train.eval_metrics: the {cfg.family} family has no likelihood; drop nll")
+    if any(m in ("cacc", "cas") for m in metrics) and not (getattr(cfg.model, "class_cond", False)
+                                                           and info.num_classes):
+        raise ImagegenError("train.eval_metrics: cacc and cas need a class-conditional model "
+                            "(model.class_cond=true)")
+    if any(m in ("cfd", "cscore", "cacc", "cas") for m in metrics):
         from .metrics.classifier import packaged_weights
 
         packaged_weights(cfg.data.name)  # a one-line error when the data has no classifier
@@ -426,42 +427,31 @@ def training_eval_options(cfg, info) -> EvalOptions | None:
                        batch_size=min(t.eval_n, 250))
 
 
-LOWER_IS_BETTER = ("fid", "kid", "fid_clf", "kid_clf")
+LOWER_IS_BETTER = ("fid", "kid", "fid_clf", "kid_clf", "nll_nats", "bits_per_dim")
 
 
 def training_result_keys(metrics: list[str]) -> list[str]:
     """The summary keys an in-training evaluation with these metrics yields (Inception features, plus the
     classifier's when cfd is asked for: kid then also gives kid_clf)."""
     keys = {"fid": ["fid"], "kid": ["kid"], "pr": ["precision", "recall"], "dc": ["density", "coverage"],
-            "cfd": ["fid_clf"], "cscore": ["classifier_score"], "cacc": ["class_accuracy"]}
+            "cfd": ["fid_clf"], "cscore": ["classifier_score"], "cacc": ["class_accuracy"],
+            "cas": ["cas", "aug_gain"], "nll": ["nll_nats", "bits_per_dim"]}
     out = [k for m in metrics for k in keys.get(m, [])]
     if "cfd" in metrics and "kid" in metrics:
         out.append("kid_clf")
     return out
 
 
-@torch.no_grad()
-def evaluate_during_training(net, fam, cfg, info, step: int, opts: EvalOptions, device) -> dict:
-    """Score ``opts.n`` samples of ``net`` (the EMA copy, in eval mode) at this step: the same metrics and
-    reference as ``imagegen eval`` (test split, balanced labels for class-conditional models), sampled with
-    the family's preview options (diffusion: DPM-Solver++(2M), 10 steps) from a fixed seed, so the numbers
-    of one run are comparable across its steps."""
-    from .data import to_uint8
+def evaluate_during_training(net, cfg, info, step: int, opts: EvalOptions, device, run_dir) -> dict:
+    """``imagegen eval`` of ``net`` (the EMA copy, in eval mode) at this step: the same code, metrics and
+    reference (the test split; balanced labels for class-conditional models), sampled from a fixed seed with
+    the family's preview options (diffusion: DPM-Solver++(2M), 10 steps), so one run's numbers are comparable
+    across its steps."""
+    from .api import LoadedModel
 
-    options = dict(getattr(fam, "PREVIEW_OPTIONS", {}))
-    cond = bool(getattr(cfg.model, "class_cond", False)) and info.num_classes > 0
-    labels = balanced_labels(opts.n, info.num_classes) if cond else None
-    g = torch.Generator(device=device).manual_seed(opts.seed)
-    chunks = []
-    for start in range(0, opts.n, opts.batch_size):
-        m = min(opts.batch_size, opts.n - start)
-        yb = None if labels is None else labels[start:start + m].to(device)
-        chunks.append(to_uint8(fam.sample(net, m, labels=yb, generator=g, **options).float().cpu()))
+    model = LoadedModel(cfg.family, cfg, info, net, {"step": step}, None, device)
     opts.device = str(device)
-    return evaluate_images(torch.cat(chunks), labels, cfg.data.name, opts,
-                           {"checkpoint_step": step, "family": cfg.family, "weights": "EMA (during training)",
-                            "sample_options": options, "seed": opts.seed,
-                            "labels": "balanced (i mod K)" if cond else None}, cfg.data)
+    return _evaluate_model(model, run_dir, opts, dict(getattr(model.fam, "PREVIEW_OPTIONS", {})))
 
 
 def _sample_options_protocol(model, options: dict) -> dict:
@@ -511,8 +501,10 @@ def _evaluate_model(model, path, opts: EvalOptions, sample_options: dict, out=No
     base_cfg = model.config.data
     if opts.data_root is None:
         opts.data_root = base_cfg.root
-    run_proto = {"run": str(path), "checkpoint": str(getattr(model, "path", path)), "checkpoint_step": model.step,
-                 "family": model.family, "sample_options": _sample_options_protocol(model, sample_options)}
+    ckpt = getattr(model, "path", None)
+    run_proto = {"run": str(path), "checkpoint": str(ckpt) if ckpt else "EMA weights in memory, during training",
+                 "checkpoint_step": model.step, "family": model.family,
+                 "sample_options": _sample_options_protocol(model, sample_options)}
     for k in ("sampler", "steps", "guidance", "temperature", "truncation", "eta"):
         if k in run_proto["sample_options"]:
             run_proto[k] = run_proto["sample_options"][k]

@@ -334,7 +334,7 @@ def train(cfg: RunConfig, out: str | Path, *, fresh: bool = False, progress: boo
             net = ema.module if ema is not None else accel.unwrap_model(model)
             was_training = net.training
             net.eval()
-            res = evaluate_during_training(net, fam, cfg, info, step, replace(eval_opts), device)
+            res = evaluate_during_training(net, cfg, info, step, replace(eval_opts), device, out)
             net.train(was_training)
             spent = time.perf_counter() - t0
             t_start += spent  # the training clock (and the budget) skips the evaluation
