@@ -13,7 +13,7 @@ import scipy.linalg
 import torch
 from PIL import Image
 
-from imagegen.checkpoint import PartialRows
+from imagegen.checkpoint import PartialRows, compute_rows
 from imagegen.errors import ImagegenError
 from imagegen.likelihood import summarize
 from imagegen.metrics import cas as casm
@@ -229,24 +229,41 @@ def test_interrupted_reference_features_continue_where_they_stopped(capfd):
 
     with pytest.raises(KeyboardInterrupt):
         fidm.cached_reference(fields, lambda p: Counting(3).features(u8, 8, progress=False, resume=p))
-    partial = fidm.reference_cache_path(fields).with_name(fidm.reference_cache_path(fields).stem
-                                                          + ".partial.safetensors")
-    assert partial.is_file() and "interrupted: 24 of 50 feature rows kept" in capfd.readouterr().err
+    partial = fidm.reference_cache_path(fields).with_name(fidm.reference_cache_path(fields).stem + ".partial")
+    assert partial.is_dir() and "interrupted: 24 of 50 feature rows kept" in capfd.readouterr().err
     seen.clear()
-    feats, _, _, path, hit = fidm.cached_reference(fields, lambda p: Counting().features(u8, 8, progress=False,
+    feats, _, _, path, hit = fidm.cached_reference(fields, lambda p: Counting().features(u8, 5, progress=False,
                                                                                         resume=p))
-    assert not hit and sum(seen) == 26  # only the rows the first call had not computed
+    assert not hit and sum(seen) == 26  # only the rows the first call had not computed (with a new batch size)
     assert "resuming: 24 of 50 feature rows" in capfd.readouterr().err
     torch.testing.assert_close(feats, whole)
-    assert path.is_file() and not partial.exists()  # the finished cache replaces the partial file
-    # periodic saves keep the finished batches; rows kept under another tag (other images, another network),
-    # more rows than asked for, or a part of a batch are never used
-    keep = PartialRows(partial, "tag-a", every_s=0.0)
-    TinyNet().features(u8[:20], batch_size=8, progress=False, resume=keep)
-    torch.testing.assert_close(keep.load(20, 8), whole[:20])  # saved after every batch and at the end
+    assert path.is_file() and not partial.exists()  # the finished cache replaces the partial rows
+
+
+def test_partial_rows_are_shards_of_new_rows_that_resume_only_whole_and_same_tagged(tmp_path):
+    rows = torch.arange(40.0).view(20, 2)
+    keep = PartialRows(tmp_path / "p", "tag-a", every_s=0.0)  # saved after every chunk
+    compute_rows(20, 8, lambda start: rows[start:start + 8], keep, progress=False)
+    assert sorted(p.name for p in keep.path.iterdir()) == ["rows-000000000.safetensors", "rows-000000008.safetensors",
+                                                           "rows-000000016.safetensors"]  # each row written once
+    torch.testing.assert_close(keep.load(20, 8), rows)
     assert keep.resumed_rows == 20
-    keep.save([whole[:16]])
-    assert PartialRows(partial, "tag-b").load(20) is None and keep.load(15) is None and keep.load(20, 5) is None
+    assert PartialRows(tmp_path / "p", "tag-b").load(20) is None  # rows of other images or another network
+    assert keep.load(19) is None  # more rows than asked for
+    keep.save(rows[:5], 0)  # a new start removes the later shards: they belonged to another computation
+    assert keep.load(20, 8) is None and keep.load(20, 5).shape == (5, 2)  # part of a seeded chunk: no resume
+    (keep.path / "rows-000000005.safetensors").write_bytes(b"torn")
+    assert keep.load(20).shape == (5, 2)  # a torn shard ends what is resumed
+
+    def fails(start):
+        if start == 10:
+            raise RuntimeError("CUDA out of memory")
+        return rows[start:start + 5]
+
+    keep.discard()
+    with pytest.raises(RuntimeError, match="out of memory"):
+        compute_rows(20, 5, fails, PartialRows(tmp_path / "p", "tag-a", every_s=1e9), progress=False)
+    torch.testing.assert_close(keep.load(20), rows[:10])  # an error keeps what was made before it
 
 
 def test_partial_files_nobody_resumed_for_weeks_are_pruned():
@@ -257,11 +274,11 @@ def test_partial_files_nobody_resumed_for_weeks_are_pruned():
 
     stale, fresh = partial_rows("stale run"), partial_rows("fresh run")
     for p in (stale, fresh):
-        p.save([torch.zeros(2, 3)])
+        p.save(torch.zeros(2, 3), 0)
     old = time.time() - (PARTIAL_MAX_AGE_DAYS + 1) * 86400
     os.utime(stale.path, (old, old))
     partial_rows("a third run")
-    assert not stale.path.exists() and fresh.path.is_file()
+    assert not stale.path.exists() and fresh.path.is_dir()
 
 
 # ---------------------------------------------------------------------------------------------- Inception weights

@@ -241,42 +241,67 @@ def prune(run_dir: str | Path, keep_last: int) -> None:
 
 
 class PartialRows:
-    """The rows a long computation has made so far (reference features, generated images), kept in a file so
+    """The rows a long computation has made so far (reference features, generated images), kept on disk so
     that a run that stops (Ctrl-C, a killed job, a lost session) continues where it stopped: Inception runs at
     ~5 img/s on a 2-core CPU, so 50,000 reference images take ~2.7 hours and an FID-10k of a diffusion model
-    ~1.5 hours. Written atomically every ``every_s`` seconds and on Ctrl-C; an earlier file is used only when
-    its ``tag`` (everything the rows depend on) equals this one's."""
+    ~1.5 hours. ``path`` is a folder of shards, ``rows-<first row>.safetensors``, each written atomically
+    with only the rows new since the last one (every ``every_s`` seconds, on Ctrl-C and at the end), so
+    keeping 50k x 2048 features costs one pass of writes, not one per minute. Shards are used only when
+    their ``tag`` (everything the rows depend on) equals this one's."""
 
     def __init__(self, path: str | Path, tag: str, what: str = "rows", every_s: float = 60.0):
         self.path, self.tag, self.what, self.every_s = Path(path), tag, what, every_s
         self.resumed_rows = 0  # how many rows the last load found (0: computed from the start)
 
+    def _shards(self) -> list[tuple[int, Path]]:
+        if not self.path.is_dir():
+            return []
+        found = []
+        for p in self.path.glob("rows-*.safetensors"):
+            try:
+                found.append((int(p.stem[len("rows-"):]), p))
+            except ValueError:
+                continue
+        return sorted(found)
+
     def load(self, n_total: int, multiple_of: int = 1) -> torch.Tensor | None:
-        """The rows kept by an earlier call, or None when there is no usable file. A usable file holds at
-        most ``n_total`` rows, a multiple of ``multiple_of`` (whole chunks) unless it holds all of them."""
+        """The rows kept by an earlier call, or None when there are none usable: shards from row 0 on without
+        gaps, all with this tag, at most ``n_total`` rows, a multiple of ``multiple_of`` (whole chunks) unless
+        they are all ``n_total``. Anything else (a torn shard, another tag) is ignored and later overwritten."""
         from safetensors import safe_open
 
-        if not self.path.is_file():
-            return None
-        try:
-            with safe_open(str(self.path), framework="pt") as f:
-                if (f.metadata() or {}).get("tag") != self.tag:
-                    return None
-                rows = f.get_tensor("rows")
-        except Exception:
-            return None  # a torn or foreign file: start over (and overwrite it)
-        k = rows.shape[0]
-        if k > n_total or (k % multiple_of and k != n_total):
+        rows: list[torch.Tensor] = []
+        k = 0
+        for start, p in self._shards():
+            if start != k:
+                break  # a gap: keep what is contiguous from 0
+            try:
+                with safe_open(str(p), framework="pt") as f:
+                    if (f.metadata() or {}).get("tag") != self.tag:
+                        break
+                    part = f.get_tensor("rows")
+            except Exception:
+                break
+            rows.append(part)
+            k += part.shape[0]
+        if not rows or k > n_total or (k % multiple_of and k != n_total):
             return None
         self.resumed_rows = k
         print(f"resuming: {k} of {n_total} {self.what} already computed ({self.path})", file=sys.stderr)
-        return rows
+        return torch.cat(rows)
 
-    def save(self, rows: list[torch.Tensor]) -> None:
-        atomic_save_tensors({"rows": torch.cat(rows)}, self.path, metadata={"tag": self.tag})
+    def save(self, rows: torch.Tensor, start: int) -> None:
+        """Keep ``rows``, rows ``start:start + len(rows)`` of the whole; a shard from an earlier, different
+        computation that starts at a later row is removed so it cannot be mistaken for a continuation."""
+        for first, p in self._shards():
+            if first > start:
+                p.unlink(missing_ok=True)
+        atomic_save_tensors({"rows": rows}, self.path / f"rows-{start:09d}.safetensors", metadata={"tag": self.tag})
 
     def discard(self) -> None:
-        self.path.unlink(missing_ok=True)
+        import shutil
+
+        shutil.rmtree(self.path, ignore_errors=True)
 
 
 PARTIAL_MAX_AGE_DAYS = 14
@@ -286,50 +311,66 @@ def partial_rows(tag: str, what: str = "rows") -> PartialRows:
     """A PartialRows in the cache folder, its file named by the tag's hash. Files there that no run has
     touched for PARTIAL_MAX_AGE_DAYS are deleted on the way: they belong to evaluations stopped and never
     re-run (a stopped CIFAR-10 FID-50k leaves ~150 MB of images)."""
+    import shutil
+
     from .data import cache_dir
 
     folder = cache_dir() / "partial"
     cutoff = time.time() - PARTIAL_MAX_AGE_DAYS * 86400
-    for old in folder.glob("*.safetensors"):
+    for old in folder.glob("*"):
         try:
             if old.stat().st_mtime < cutoff:
-                old.unlink()
+                shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
         except OSError:
-            pass  # another process removed or is replacing it
+            pass  # another process removed it
     name = hashlib.sha256(tag.encode()).hexdigest()[:32]
-    return PartialRows(folder / f"{name}.safetensors", tag, what)
+    return PartialRows(folder / name, tag, what)
 
 
 def compute_rows(n_total: int, chunk: int, make: Callable[[int], torch.Tensor], resume: PartialRows | None = None,
-                 desc: str = "", progress: bool = True) -> torch.Tensor | None:
+                 desc: str = "", progress: bool = True, any_start: bool = False) -> torch.Tensor | None:
     """``make(start)`` -> the rows ``start:start + chunk``, for start = 0, chunk, 2 chunk, ...; concatenated
-    (None when n_total is 0). With ``resume``, rows an earlier stopped call kept are reused (so ``make`` must
-    give the same rows for the same start: seed per chunk), and the rows so far are saved every
-    ``resume.every_s`` seconds, when Ctrl-C stops the loop, and at the end (the caller discards the file when
-    it no longer needs the rows)."""
+    (None when n_total is 0). With ``resume``, rows an earlier stopped call kept are reused, and the rows so
+    far are saved every ``resume.every_s`` seconds, when the loop stops (Ctrl-C, or an error such as running
+    out of GPU memory) and at the end (the caller discards them when it no longer needs them). ``make`` must
+    give the same rows for the same start (say, a seed per chunk); ``any_start``: rows do not depend on the
+    chunking (features of given images), so rows kept with another chunk size are resumed from too."""
     from tqdm.auto import tqdm
 
-    kept = resume.load(n_total, chunk) if resume is not None else None
+    kept = resume.load(n_total, 1 if any_start else chunk) if resume is not None else None
     out = [] if kept is None else [kept]
-    done = 0 if kept is None else kept.shape[0]
+    done = saved = 0 if kept is None else kept.shape[0]  # rows made / rows on disk
     bar = tqdm(total=n_total, initial=done, desc=desc, unit="img", disable=not progress, leave=False)
     last_save = time.monotonic()
+    unsaved: list[torch.Tensor] = []
+
+    def keep() -> None:
+        nonlocal saved, last_save, unsaved
+        if resume is not None and unsaved:
+            rows = torch.cat(unsaved)
+            resume.save(rows, saved)
+            saved, unsaved, last_save = saved + rows.shape[0], [], time.monotonic()
+
     try:
         for start in range(done, n_total, chunk):
             rows = make(start)
             out.append(rows)
+            unsaved.append(rows)
             bar.update(rows.shape[0])
-            if resume is not None and time.monotonic() - last_save >= resume.every_s and start + chunk < n_total:
-                resume.save(out)
-                last_save = time.monotonic()
-        if resume is not None and out and done < n_total:
-            resume.save(out)  # whole: the caller discards the file once it has used the rows (say, after FID)
-    except KeyboardInterrupt:
+            if resume is not None and time.monotonic() - last_save >= resume.every_s:
+                keep()
+        keep()  # at the end too: the caller discards the rows once it has used them (say, after FID)
+    except BaseException as e:
         bar.close()
-        if resume is not None and out:
-            resume.save(out)
-            print(f"interrupted: {sum(r.shape[0] for r in out)} of {n_total} {resume.what} kept in {resume.path}; "
-                  f"run the same command again to continue", file=sys.stderr)
+        if resume is not None:
+            try:
+                keep()
+            except Exception:
+                pass  # the error that stopped the loop is the one to report
+            if saved:
+                why = "interrupted" if isinstance(e, KeyboardInterrupt) else "stopped by an error"
+                print(f"{why}: {saved} of {n_total} {resume.what} kept in {resume.path}; run the same command "
+                      f"again to continue", file=sys.stderr)
         raise
     bar.close()
     return torch.cat(out) if out else None

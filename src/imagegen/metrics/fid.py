@@ -89,7 +89,7 @@ class FeatureNet:
             raise TypeError(f"feature nets take uint8 images (quantise with imagegen.data.to_uint8), got {u8.dtype}")
         feats = compute_rows(u8.shape[0], batch_size,
                              lambda start: self._forward(u8[start:start + batch_size]).float().cpu(), resume,
-                             desc or f"features ({self.name})", progress)
+                             desc or f"features ({self.name})", progress, any_start=True)
         return torch.zeros(0, self.dim) if feats is None else feats
 
 
@@ -353,7 +353,7 @@ def cached_reference(fields: dict, compute: Callable[[PartialRows], torch.Tensor
     got = None if refresh else _read_reference(path, fields)
     if got is not None:
         return (*got, path, True)
-    partial = PartialRows(path.with_name(path.stem + ".partial.safetensors"), _fields_text(fields), "feature rows")
+    partial = PartialRows(path.with_name(path.stem + ".partial"), _fields_text(fields), "feature rows")
     if refresh:
         partial.discard()
     feats = compute(partial).float().cpu()
