@@ -57,7 +57,7 @@ def test_ctrl_c_saves_the_step_in_progress_and_the_same_command_resumes(tmp_path
     assert _losses(tmp_path / "r") == _losses(_train(tmp_path / "u", 8))  # as if never stopped
 
 
-def test_evaluations_during_training_are_logged_and_checked_before_the_first_step(tmp_path, monkeypatch):
+def test_evaluations_during_training_are_logged_and_checked_before_the_first_step(tmp_path, monkeypatch, capsys):
     from helpers import make_mnist
 
     make_mnist(tmp_path / "data", n_train=64, n_test=40)
@@ -84,6 +84,11 @@ def test_evaluations_during_training_are_logged_and_checked_before_the_first_ste
     assert best.meta["best"]["value"] == pytest.approx(top["fid_clf"]) and best.meta["step"] == top["step"]
     assert checkpoint.load(run).meta["step"] == 9  # resuming still takes the newest, not the best
     assert api.load(run / "checkpoints" / "best.safetensors").sample(4, labels=[0, 1, 2, 3]).shape == (4, 1, 28, 28)
+    from helpers import run_cli
+
+    _, out, _ = run_cli(["info", run], capsys)
+    assert f"best:        fid_clf {top['fid_clf']:.4g} at step {top['step']} (20 samples" in out
+    assert any(line.startswith("last eval:") and '"step": 9,' in line for line in out.splitlines())
     api.train("gan", data="mnist", steps=1, out=tmp_path / "b", progress=False, overrides=gan, fresh=True,
               data_root=str(tmp_path / "data"))
     assert not (run / "checkpoints" / "best.safetensors").exists()

@@ -66,6 +66,11 @@ def info_cmd(run: Path = typer.Argument(..., help="run directory or checkpoint f
             lines = logged.read_text().strip().splitlines()
             if lines:
                 _echo(f"{label} {lines[-1]}")
+    best = Path(run) / "checkpoints" / "best.safetensors" if Path(run).is_dir() else None
+    if best is not None and best.is_file():
+        b = checkpoint.load(best).meta.get("best", {})
+        _echo(f"best:        {b.get('metric')} {b.get('value', float('nan')):.4g} at step {b.get('step')} "
+              f"({b.get('n')} samples; {best})")
     results = _saved_results(Path(run)) if Path(run).is_dir() else []
     if results:
         _echo("results:     (the JSON files of eval, eval-nll and the benchmarks in the run directory)")
