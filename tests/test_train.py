@@ -32,25 +32,27 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path):
             assert torch.equal(ca.tensors[key], cb.tensors[key]), key
 
 
-def test_ctrl_c_saves_the_step_in_progress_and_the_same_command_resumes(tmp_path, monkeypatch, capfd):
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_ctrl_c_saves_the_step_in_progress_and_the_same_command_resumes(signame, tmp_path, monkeypatch, capfd):
     import os
     import signal
 
+    sig = getattr(signal, signame)
     fam = registry.get_family("vae")
     real_step = fam.train_step
 
     def step_then_signal(model, batch, opts, step, accel):
         logs = real_step(model, batch, opts, step, accel)
         if step == 4:  # during step 5 (counted from 1): a user's Ctrl-C, or a scheduler's SIGTERM
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), sig)
         return logs
 
     monkeypatch.setattr(fam, "train_step", step_then_signal)
-    before = signal.getsignal(signal.SIGINT)
+    before = signal.getsignal(sig)
     with pytest.raises(KeyboardInterrupt):
         _train(tmp_path / "r", 1000)
-    assert signal.getsignal(signal.SIGINT) is before  # the trainer's handler is gone again
-    assert "stopped by SIGINT at step 5" in capfd.readouterr().err
+    assert signal.getsignal(sig) is before  # the trainer's handler is gone again
+    assert f"stopped by {signame} at step 5" in capfd.readouterr().err
     assert checkpoint.load(tmp_path / "r").meta["step"] == 5  # not the last periodic checkpoint (none yet)
     monkeypatch.setattr(fam, "train_step", real_step)
     _train(tmp_path / "r", 8)
