@@ -104,7 +104,7 @@ def test_evaluations_during_training_are_logged_and_checked_before_the_first_ste
         with pytest.raises(ImagegenError, match=needle):
             api.train("gan", data="mnist", steps=5, out=tmp_path / "x", progress=False, overrides=gan + extra,
                       data_root=str(tmp_path / "data"))
-    with pytest.raises(ImagegenError, match="no classifier for dataset 'digits'"):
+    with pytest.raises(ImagegenError, match="none for 'digits'.*use --set train.eval_metrics=fid,kid"):
         _train(tmp_path / "d", 3, extra=["train.eval_every=2"])
     # a likelihood family can follow its test NLL (the same code as 'imagegen eval --metrics nll')
     run = _train(tmp_path / "v", 3, extra=["train.eval_every=2", "train.eval_metrics=nll", "train.eval_n=10"])

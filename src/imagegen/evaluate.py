@@ -413,9 +413,12 @@ def training_eval_options(cfg, info) -> EvalOptions | None:
         raise ImagegenError("train.eval_metrics: cacc and cas need a class-conditional model "
                             "(model.class_cond=true)")
     if any(m in ("cfd", "cscore", "cacc", "cas") for m in metrics):
-        from .metrics.classifier import packaged_weights
+        from .metrics.classifier import CLASSIFIER_DATASETS
 
-        packaged_weights(cfg.data.name)  # a one-line error when the data has no classifier
+        if cfg.data.name not in CLASSIFIER_DATASETS:
+            raise ImagegenError(f"train.eval_metrics={t.eval_metrics!r} needs the dataset classifier, and there is "
+                                f"none for '{cfg.data.name}' (only {', '.join(CLASSIFIER_DATASETS)}); use "
+                                f"--set train.eval_metrics=fid,kid (Inception) instead")
     if any(m in ("fid", "kid", "pr", "dc") for m in metrics):
         from .metrics.fid import resolve_inception_weights
 
