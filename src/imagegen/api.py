@@ -68,7 +68,7 @@ class LoadedModel:
     @property
     def class_conditional(self) -> bool:
         """Whether the model takes labels: trained with ``model.class_cond`` on labelled data."""
-        return bool(getattr(self.config.model, "class_cond", False)) and self.info.num_classes > 0
+        return self.config.class_conditional(self.info.num_classes)
 
     def __repr__(self) -> str:
         return f"LoadedModel({self.family}, step {self.step}, {self.info.channels}x{self.info.size}x{self.info.size})"

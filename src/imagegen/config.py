@@ -83,6 +83,10 @@ class RunConfig:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False)
 
+    def class_conditional(self, num_classes: int) -> bool:
+        """Whether the model takes labels: ``model.class_cond`` set and data with ``num_classes`` > 0."""
+        return bool(getattr(self.model, "class_cond", False)) and num_classes > 0
+
 
 # ---------------------------------------------------------------------------------------------- typing
 

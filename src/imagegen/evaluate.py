@@ -408,8 +408,7 @@ def training_eval_options(cfg, info) -> EvalOptions | None:
         raise ImagegenError(f"train.eval_metrics is empty; choose from {', '.join(METRICS)}")
     if "nll" in metrics and "nll" not in registry.capabilities(cfg.family):
         raise ImagegenError(f"train.eval_metrics: the {cfg.family} family has no likelihood; drop nll")
-    if any(m in ("cacc", "cas") for m in metrics) and not (getattr(cfg.model, "class_cond", False)
-                                                           and info.num_classes):
+    if any(m in ("cacc", "cas") for m in metrics) and not cfg.class_conditional(info.num_classes):
         raise ImagegenError("train.eval_metrics: cacc and cas need a class-conditional model "
                             "(model.class_cond=true)")
     if any(m in ("cfd", "cscore", "cacc", "cas") for m in metrics):
@@ -513,6 +512,7 @@ def _evaluate_model(model, path, opts: EvalOptions, sample_options: dict, out=No
             run_proto[k] = run_proto["sample_options"][k]
 
     result = {"summary": {}, "metrics": {}, "protocol": {}}
+    partial = None  # where the generated images are kept until the numbers exist
     if any(m in GENERATIVE for m in metrics):
         cond = model.class_conditional
         labels = balanced_labels(opts.n, model.info.num_classes) if cond else None
@@ -534,7 +534,7 @@ def _evaluate_model(model, path, opts: EvalOptions, sample_options: dict, out=No
         _run_nll(model, dataset, opts, run_proto, result, base_cfg)
     if out is not None:
         write_result(result, out)
-    if any(m in GENERATIVE for m in metrics) and partial is not None:
+    if partial is not None:
         partial.discard()  # kept until here: a stop during feature extraction does not redo the sampling
     return result
 

@@ -124,7 +124,7 @@ def save_grid(x: torch.Tensor, path: str | Path, nrow: int | None = None) -> Pat
 
 def preview_labels(cfg: RunConfig, info, n: int, device) -> torch.Tensor | None:
     """Cycle through the classes in preview grids of class-conditional models (``model.class_cond``)."""
-    if getattr(cfg.model, "class_cond", False) and info.num_classes:
+    if cfg.class_conditional(info.num_classes):
         return torch.arange(n, device=device) % info.num_classes
     return None
 
@@ -307,11 +307,11 @@ def train(cfg: RunConfig, out: str | Path, *, fresh: bool = False, progress: boo
         save_grid(x, out / "samples" / f"step-{step:08d}.png")
 
     last_eval = -1
-    best = None  # (value, step) of the best evaluation so far under train.keep_best
+    best = None  # the best value so far of the train.keep_best result
     if t.keep_best and best_path.is_file():  # resuming: beat the run's best so far, not the first new one
         saved = checkpoint.load(best_path).meta.get("best", {})
         if saved.get("metric") == t.keep_best:
-            best = (float(saved["value"]), int(saved["step"]))
+            best = float(saved["value"])
 
     def keep_if_best(scores: dict) -> None:
         nonlocal best
@@ -319,9 +319,9 @@ def train(cfg: RunConfig, out: str | Path, *, fresh: bool = False, progress: boo
         if value is None or not math.isfinite(value):
             return
         lower = t.keep_best in LOWER_IS_BETTER
-        if best is not None and not (value < best[0] if lower else value > best[0]):
+        if best is not None and not (value < best if lower else value > best):
             return
-        best = (float(value), step)
+        best = float(value)
         write_checkpoint(best_path, best={"metric": t.keep_best, "value": float(value), "step": step,
                                           "n": eval_opts.n, "lower_is_better": lower})
 
