@@ -24,6 +24,7 @@ def test_round_trip_weights_optimizer_and_rng(tmp_path):
     torch.manual_seed(99)
     ck = checkpoint.load(tmp_path)  # a run directory -> its newest checkpoint
     assert ck.path == p and ck.meta["step"] == 1 and ck.family == "toy"
+    assert checkpoint.read_meta(p) == ck.meta  # the header alone, for info and the best checkpoint
     m2 = _model()
     ck.load_module(m2)
     for a, b in zip(m.state_dict().values(), m2.state_dict().values()):
@@ -46,22 +47,23 @@ def test_family_and_shape_mismatch_are_clear(tmp_path):
         ck.load_module(_model(8))
 
 
-def test_foreign_and_torn_files(tmp_path):
+@pytest.mark.parametrize("read", [checkpoint.load, checkpoint.read_meta], ids=["load", "read_meta"])
+def test_foreign_and_torn_files(tmp_path, read):
     save_file({"w": torch.zeros(2)}, str(tmp_path / "other.safetensors"))
     with pytest.raises(ImagegenError, match="not an imagegen checkpoint"):
-        checkpoint.load(tmp_path / "other.safetensors")
+        read(tmp_path / "other.safetensors")
     (tmp_path / "torn.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\"")
     with pytest.raises(ImagegenError, match="not a readable imagegen checkpoint"):
-        checkpoint.load(tmp_path / "torn.safetensors")
+        read(tmp_path / "torn.safetensors")
     # a pickle (what torch.save writes) is refused, never unpickled
     torch.save({"x": 1}, tmp_path / "pickled.safetensors")
     with pytest.raises(ImagegenError):
-        checkpoint.load(tmp_path / "pickled.safetensors")
+        read(tmp_path / "pickled.safetensors")
     (tmp_path / "empty_run").mkdir()
-    with pytest.raises(ImagegenError, match="no checkpoint in"):
-        checkpoint.load(tmp_path / "empty_run")
-    with pytest.raises(ImagegenError, match="does not exist"):
-        checkpoint.load(tmp_path / "missing.safetensors")
+    with pytest.raises(ImagegenError, match="no checkpoint in|not a readable"):
+        read(tmp_path / "empty_run")
+    with pytest.raises(ImagegenError, match="does not exist|not a readable"):
+        read(tmp_path / "missing.safetensors")
 
 
 def test_atomic_write_leaves_no_temp_and_prune_keeps_last(tmp_path):

@@ -63,23 +63,56 @@ def atomic_save_tensors(tensors: dict[str, torch.Tensor], path: str | Path, meta
     atomic_write_bytes(st_save(flat, metadata=metadata), path)
 
 
-def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+def _not_readable(path: Path, e: Exception) -> ImagegenError:
+    return ImagegenError(f"{path} is not a readable imagegen checkpoint ({e}); it may be torn or from "
+                         f"another program: point at another checkpoint or retrain")
+
+
+def _meta_of(path: Path, header: dict) -> dict:
+    """The imagegen metadata of a parsed safetensors header, checked for presence and format version."""
     try:
-        data = path.read_bytes()
-        tensors = st_load(data)
-        header_len = int.from_bytes(data[:8], "little")
-        header = json.loads(data[8:8 + header_len])
         meta = json.loads(header.get("__metadata__", {}).get("imagegen", "null") or "null")
-    except (OSError, SafetensorError, ValueError, json.JSONDecodeError) as e:
-        raise ImagegenError(f"{path} is not a readable imagegen checkpoint ({e}); it may be torn or from "
-                            f"another program: point at another checkpoint or retrain") from None
+    except (AttributeError, json.JSONDecodeError) as e:
+        raise _not_readable(path, e) from None
     if not isinstance(meta, dict) or meta.get("format") is None:
         raise ImagegenError(f"{path} is a safetensors file but not an imagegen checkpoint (no 'imagegen' "
                             f"metadata); only checkpoints written by 'imagegen train' can be loaded")
     if meta["format"] > FORMAT_VERSION:
         raise ImagegenError(f"{path} uses checkpoint format {meta['format']}, newer than this imagegen "
                             f"understands ({FORMAT_VERSION}); upgrade imagegen")
-    return tensors, meta
+    return meta
+
+
+def _header(path: Path, data: bytes) -> dict:
+    header_len = int.from_bytes(data[:8], "little")
+    if len(data) < 8 or len(data) < 8 + header_len:
+        raise ValueError("the file is shorter than its header says")
+    return json.loads(data[8:8 + header_len])
+
+
+def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    try:
+        data = path.read_bytes()
+        tensors = st_load(data)
+        header = _header(path, data)
+    except (OSError, SafetensorError, ValueError, json.JSONDecodeError) as e:
+        raise _not_readable(path, e) from None
+    return tensors, _meta_of(path, header)
+
+
+def read_meta(path: str | Path) -> dict:
+    """A checkpoint file's metadata (step, config, best, ...) without reading its tensors."""
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            head = f.read(8)
+            header_len = int.from_bytes(head, "little")
+            if len(head) < 8 or header_len > 100_000_000:
+                raise ValueError("no safetensors header")
+            header = _header(path, head + f.read(header_len))
+    except (OSError, ValueError, json.JSONDecodeError) as e:
+        raise _not_readable(path, e) from None
+    return _meta_of(path, header)
 
 
 # ---------------------------------------------------------------------------------------------- state dicts
@@ -192,17 +225,23 @@ class Checkpoint:
             opt.load_state_dict(_optim_from_flat(name, self.tensors, self.meta["optim"][name]))
 
 
-def load(path: str | Path, family: str | None = None) -> Checkpoint:
-    """Load a checkpoint file, or the newest one of a run directory. ``family`` guards against mixing."""
+def resolve(path: str | Path) -> Path:
+    """A checkpoint file itself, or the newest checkpoint of a run directory."""
     path = Path(path)
     if path.is_dir():
         found = latest(path)
         if found is None:
             raise ImagegenError(f"no checkpoint in {path} (looked for checkpoints/ckpt-*.safetensors); "
                                 f"train first with 'imagegen train ... --out {path}'")
-        path = found
-    elif not path.exists():
+        return found
+    if not path.exists():
         raise ImagegenError(f"checkpoint {path} does not exist; pass a run directory or a .safetensors file")
+    return path
+
+
+def load(path: str | Path, family: str | None = None) -> Checkpoint:
+    """Load a checkpoint file, or the newest one of a run directory. ``family`` guards against mixing."""
+    path = resolve(path)
     tensors, meta = _read(path)
     if family is not None and meta.get("family") != family:
         raise ImagegenError(f"{path} is a '{meta.get('family')}' checkpoint, not '{family}'; use the matching "

@@ -50,10 +50,10 @@ def info_cmd(run: Path = typer.Argument(..., help="run directory or checkpoint f
     """Family, step, images seen, the latest logged metrics, the results saved in the run, and its config."""
     from . import checkpoint
 
-    ck = checkpoint.load(run)
-    m = ck.meta
+    ckpt = checkpoint.resolve(run)
+    m = checkpoint.read_meta(ckpt)
     _echo(f"run:         {run}")
-    _echo(f"checkpoint:  {ck.path.name}")
+    _echo(f"checkpoint:  {ckpt.name}")
     _echo(f"family:      {m['family']}")
     _echo(f"data:        {m['data_info']['name']} ({m['data_info']['channels']}x{m['data_info']['size']}x"
           f"{m['data_info']['size']}, {m['data_info']['num_classes']} classes)")
@@ -68,7 +68,7 @@ def info_cmd(run: Path = typer.Argument(..., help="run directory or checkpoint f
                 _echo(f"{label} {lines[-1]}")
     best = Path(run) / "checkpoints" / "best.safetensors" if Path(run).is_dir() else None
     if best is not None and best.is_file():
-        b = checkpoint.load(best).meta.get("best", {})
+        b = checkpoint.read_meta(best).get("best", {})
         _echo(f"best:        {b.get('metric')} {b.get('value', float('nan')):.4g} at step {b.get('step')} "
               f"({b.get('n')} samples; {best})")
     results = _saved_results(Path(run)) if Path(run).is_dir() else []

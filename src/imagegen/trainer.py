@@ -309,7 +309,7 @@ def train(cfg: RunConfig, out: str | Path, *, fresh: bool = False, progress: boo
     last_eval = -1
     best = None  # the best value so far of the train.keep_best result
     if t.keep_best and best_path.is_file():  # resuming: beat the run's best so far, not the first new one
-        saved = checkpoint.load(best_path).meta.get("best", {})
+        saved = checkpoint.read_meta(best_path).get("best", {})
         if saved.get("metric") == t.keep_best:
             best = float(saved["value"])
 
