@@ -253,7 +253,7 @@ def test_a_stopped_evaluation_resumes_its_samples_and_features(trained, monkeypa
     opts = dict(metrics="fid,kid", n=40, batch_size=16, device="cpu", progress=False, kid_subsets=4)
     with pytest.raises(KeyboardInterrupt):
         evaluate.evaluate_run(trained, evaluate.EvalOptions(**opts))
-    assert "interrupted: 16 of 40 feature rows kept" in capfd.readouterr().err
+    assert "stopped by Ctrl-C: 16 of 40 feature rows kept" in capfd.readouterr().err
     calls.clear()
     stop_at[0] = None
     resumed = evaluate.evaluate_run(trained, evaluate.EvalOptions(**opts))

@@ -230,7 +230,7 @@ def test_interrupted_reference_features_continue_where_they_stopped(capfd):
     with pytest.raises(KeyboardInterrupt):
         fidm.cached_reference(fields, lambda p: Counting(3).features(u8, 8, progress=False, resume=p))
     partial = fidm.reference_cache_path(fields).with_name(fidm.reference_cache_path(fields).stem + ".partial")
-    assert partial.is_dir() and "interrupted: 24 of 50 feature rows kept" in capfd.readouterr().err
+    assert partial.is_dir() and "stopped by Ctrl-C: 24 of 50 feature rows kept" in capfd.readouterr().err
     seen.clear()
     feats, _, _, path, hit = fidm.cached_reference(fields, lambda p: Counting().features(u8, 5, progress=False,
                                                                                         resume=p))
@@ -264,6 +264,45 @@ def test_partial_rows_are_shards_of_new_rows_that_resume_only_whole_and_same_tag
     with pytest.raises(RuntimeError, match="out of memory"):
         compute_rows(20, 5, fails, PartialRows(tmp_path / "p", "tag-a", every_s=1e9), progress=False)
     torch.testing.assert_close(keep.load(20), rows[:10])  # an error keeps what was made before it
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
+def test_a_signal_stops_row_computation_after_the_batch_and_keeps_the_rows(signame, tmp_path, capfd):
+    import os
+    import signal
+
+    sig = getattr(signal, signame)
+    rows = torch.arange(40.0).view(20, 2)
+
+    def make(start):  # a scheduler's SIGTERM (or Ctrl-C) arrives while the third batch is computed
+        if start == 10:
+            os.kill(os.getpid(), sig)
+        return rows[start:start + 5]
+
+    before = signal.getsignal(sig)
+    keep = PartialRows(tmp_path / "p", "tag", every_s=1e9)
+    with pytest.raises(KeyboardInterrupt):
+        compute_rows(20, 5, make, keep, progress=False)
+    assert signal.getsignal(sig) is before  # the handler is gone again
+    assert f"stopped by {signame}: 15 of 20 rows kept" in capfd.readouterr().err  # the batch in progress too
+    torch.testing.assert_close(keep.load(20), rows[:15])
+    resumed = compute_rows(20, 5, lambda start: rows[start:start + 5], keep, progress=False)
+    torch.testing.assert_close(resumed, rows)
+
+
+def test_a_signal_the_process_ignores_stays_ignored():
+    import signal
+
+    from imagegen.interrupt import StopRequest
+
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a job started with '&' by a script
+    try:
+        with StopRequest("stopping"):
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL  # still handled
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 def test_partial_files_nobody_resumed_for_weeks_are_pruned():

@@ -19,6 +19,7 @@ import re
 import sys
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -27,6 +28,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from .errors import ImagegenError
+from .interrupt import StopRequest
 
 FORMAT_VERSION = 1
 _NAME = re.compile(r"ckpt-(\d+)\.safetensors$")
@@ -390,14 +392,19 @@ def compute_rows(n_total: int, chunk: int, make: Callable[[int], torch.Tensor], 
             resume.save(rows, saved)
             saved, unsaved, last_save = saved + rows.shape[0], [], time.monotonic()
 
+    # with somewhere to keep rows, Ctrl-C or SIGTERM (a scheduler's, or kill's) stops after the batch in progress
+    stop = StopRequest("stopping after this batch and keeping the rows so far") if resume is not None else nullcontext()
     try:
-        for start in range(done, n_total, chunk):
-            rows = make(start)
-            out.append(rows)
-            unsaved.append(rows)
-            bar.update(rows.shape[0])
-            if resume is not None and time.monotonic() - last_save >= resume.every_s:
-                keep()
+        with stop:
+            for start in range(done, n_total, chunk):
+                rows = make(start)
+                out.append(rows)
+                unsaved.append(rows)
+                bar.update(rows.shape[0])
+                if resume is not None and time.monotonic() - last_save >= resume.every_s:
+                    keep()
+                if getattr(stop, "signal", None) is not None:
+                    raise KeyboardInterrupt
         keep()  # at the end too: the caller discards the rows once it has used them (say, after FID)
     except BaseException as e:
         bar.close()
@@ -407,7 +414,8 @@ def compute_rows(n_total: int, chunk: int, make: Callable[[int], torch.Tensor], 
             except Exception:
                 pass  # the error that stopped the loop is the one to report
             if saved:
-                why = "interrupted" if isinstance(e, KeyboardInterrupt) else "stopped by an error"
+                why = (f"stopped by {getattr(stop, 'signal', None) or 'Ctrl-C'}" if isinstance(e, KeyboardInterrupt)
+                       else "stopped by an error")
                 print(f"{why}: {saved} of {n_total} {resume.what} kept in {resume.path}; run the same command "
                       f"again to continue", file=sys.stderr)
         raise

@@ -11,9 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -26,6 +24,7 @@ from .data import BatchSampler, load_dataset
 from .errors import ImagegenError
 from .evaluate import LOWER_IS_BETTER, evaluate_during_training, training_eval_options
 from .families.base import default_optimizers
+from .interrupt import StopRequest
 
 # datasets up to this size live on the accelerator, so a batch is one index lookup
 _ON_DEVICE_BYTES = 2 * 1024**3
@@ -127,34 +126,6 @@ def preview_labels(cfg: RunConfig, info, n: int, device) -> torch.Tensor | None:
     if cfg.class_conditional(info.num_classes):
         return torch.arange(n, device=device) % info.num_classes
     return None
-
-
-class _StopRequest:
-    """The first Ctrl-C (SIGINT) or SIGTERM (what batch schedulers send before they kill a job) asks training
-    to stop after the step in progress, with a checkpoint, so a re-run continues there instead of from the
-    last periodic checkpoint (``train.ckpt_every`` steps back: minutes to hours of CPU training). A second
-    Ctrl-C stops at once. Handlers can only be installed from the main thread; elsewhere this does nothing."""
-
-    def __init__(self) -> None:
-        self.signal: str | None = None
-        self._previous: dict = {}
-
-    def __enter__(self) -> _StopRequest:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        if self.signal is not None:
-            raise KeyboardInterrupt  # asked twice: the user means now
-        self.signal = signal.Signals(signum).name
-        print(f"\n{self.signal}: stopping after this step and saving a checkpoint (Ctrl-C again to stop at once)",
-              file=sys.stderr, flush=True)
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
 
 
 def train(cfg: RunConfig, out: str | Path, *, fresh: bool = False, progress: bool = True) -> Path:
@@ -352,7 +323,7 @@ def train(cfg: RunConfig, out: str | Path, *, fresh: bool = False, progress: boo
         accel.wait_for_everyone()
 
     model.train()
-    with _StopRequest() as stop:  # Ctrl-C / SIGTERM: finish this step, save, stop
+    with StopRequest("stopping after this step and saving a checkpoint") as stop:  # finish the step, save, stop
         while not stop_now():
             for _ in range(t.grad_accum_steps):
                 idx = sampler.next().to(device)
