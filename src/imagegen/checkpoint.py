@@ -85,7 +85,7 @@ def _meta_of(path: Path, header: dict) -> dict:
     return meta
 
 
-def _header(path: Path, data: bytes) -> dict:
+def _header(data: bytes) -> dict:
     header_len = int.from_bytes(data[:8], "little")
     if len(data) < 8 or len(data) < 8 + header_len:
         raise ValueError("the file is shorter than its header says")
@@ -96,7 +96,7 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     try:
         data = path.read_bytes()
         tensors = st_load(data)
-        header = _header(path, data)
+        header = _header(data)
     except (OSError, SafetensorError, ValueError, json.JSONDecodeError) as e:
         raise _not_readable(path, e) from None
     return tensors, _meta_of(path, header)
@@ -111,7 +111,7 @@ def read_meta(path: str | Path) -> dict:
             header_len = int.from_bytes(head, "little")
             if len(head) < 8 or header_len > 100_000_000:
                 raise ValueError("no safetensors header")
-            header = _header(path, head + f.read(header_len))
+            header = _header(head + f.read(header_len))
     except (OSError, ValueError, json.JSONDecodeError) as e:
         raise _not_readable(path, e) from None
     return _meta_of(path, header)
