@@ -18,6 +18,17 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.delenv("IMAGEGEN_DATA", raising=False)
 
 
+@pytest.fixture
+def interactive_signals():
+    """SIGINT as in a terminal (Python's KeyboardInterrupt handler) for tests that send it: a test run started
+    in the background by a script (``make test &``) inherits SIGINT ignored, which imagegen respects."""
+    import signal
+
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
 @pytest.fixture(scope="session")
 def accel():
     from accelerate import Accelerator

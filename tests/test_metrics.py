@@ -267,7 +267,8 @@ def test_partial_rows_are_shards_of_new_rows_that_resume_only_whole_and_same_tag
 
 
 @pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
-def test_a_signal_stops_row_computation_after_the_batch_and_keeps_the_rows(signame, tmp_path, capfd):
+def test_a_signal_stops_row_computation_after_the_batch_and_keeps_the_rows(signame, tmp_path, capfd,
+                                                                          interactive_signals):
     import os
     import signal
 

@@ -33,7 +33,8 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path):
 
 
 @pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
-def test_ctrl_c_saves_the_step_in_progress_and_the_same_command_resumes(signame, tmp_path, monkeypatch, capfd):
+def test_ctrl_c_saves_the_step_in_progress_and_the_same_command_resumes(signame, tmp_path, monkeypatch, capfd,
+                                                                       interactive_signals):
     import os
     import signal
 
