@@ -60,9 +60,9 @@ def test_foreign_and_torn_files(tmp_path, read):
     with pytest.raises(ImagegenError):
         read(tmp_path / "pickled.safetensors")
     (tmp_path / "empty_run").mkdir()
-    with pytest.raises(ImagegenError, match="no checkpoint in|not a readable"):
+    with pytest.raises(ImagegenError, match="no checkpoint in"):
         read(tmp_path / "empty_run")
-    with pytest.raises(ImagegenError, match="does not exist|not a readable"):
+    with pytest.raises(ImagegenError, match="does not exist"):
         read(tmp_path / "missing.safetensors")
 
 

@@ -103,8 +103,9 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
 
 
 def read_meta(path: str | Path) -> dict:
-    """A checkpoint file's metadata (step, config, best, ...) without reading its tensors."""
-    path = Path(path)
+    """The metadata (step, config, best, ...) of a checkpoint file, or of the newest one of a run directory,
+    without reading its tensors."""
+    path = resolve(path)
     try:
         with path.open("rb") as f:
             head = f.read(8)
@@ -393,9 +394,9 @@ def compute_rows(n_total: int, chunk: int, make: Callable[[int], torch.Tensor], 
             saved, unsaved, last_save = saved + rows.shape[0], [], time.monotonic()
 
     # with somewhere to keep rows, Ctrl-C or SIGTERM (a scheduler's, or kill's) stops after the batch in progress
-    stop = StopRequest("stopping after this batch and keeping the rows so far") if resume is not None else nullcontext()
+    stop = StopRequest("stopping after this batch and keeping the rows so far") if resume is not None else None
     try:
-        with stop:
+        with stop or nullcontext():
             for start in range(done, n_total, chunk):
                 rows = make(start)
                 out.append(rows)
@@ -403,7 +404,7 @@ def compute_rows(n_total: int, chunk: int, make: Callable[[int], torch.Tensor], 
                 bar.update(rows.shape[0])
                 if resume is not None and time.monotonic() - last_save >= resume.every_s:
                     keep()
-                if getattr(stop, "signal", None) is not None:
+                if stop is not None and stop.signal is not None:
                     raise KeyboardInterrupt
         keep()  # at the end too: the caller discards the rows once it has used them (say, after FID)
     except BaseException as e:
@@ -414,7 +415,7 @@ def compute_rows(n_total: int, chunk: int, make: Callable[[int], torch.Tensor], 
             except Exception:
                 pass  # the error that stopped the loop is the one to report
             if saved:
-                why = (f"stopped by {getattr(stop, 'signal', None) or 'Ctrl-C'}" if isinstance(e, KeyboardInterrupt)
+                why = (f"stopped by {stop.signal or 'Ctrl-C'}" if isinstance(e, KeyboardInterrupt)
                        else "stopped by an error")
                 print(f"{why}: {saved} of {n_total} {resume.what} kept in {resume.path}; run the same command "
                       f"again to continue", file=sys.stderr)
