@@ -22,14 +22,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 from pathlib import Path
 
 import torch
 
-from imagegen.evaluate import commit_label
+from imagegen.evaluate import commit_label, hardware_label
 
 
 def _print_table(rows: list[dict]) -> None:
@@ -81,8 +79,7 @@ def main() -> None:
         imagegen.train(preset=args.preset, out=out, budget=args.budget, overrides=overrides)
     train_s = time.time() - t0
     model = imagegen.load(out, device="cpu")
-    hw = torch.cuda.get_device_name(0) if (args.device != "cpu" and torch.cuda.is_available()) else \
-        f"CPU {platform.machine()} ({os.cpu_count()} cores visible, {torch.get_num_threads()} threads)"
+    hw = hardware_label("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
     header = {"preset": args.preset, "budget": args.budget, "step": model.step,
               "train_s_this_call": round(train_s), "device": hw, "commit": commit, "seed": args.seed}
     print(json.dumps({"case": "run", **header}), flush=True)

@@ -19,15 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 
 import torch
 
 from imagegen import config
 from imagegen.data import DataInfo
-from imagegen.evaluate import commit_label
+from imagegen.evaluate import commit_label, hardware_label
 from imagegen.families import diffusion as D
 
 
@@ -210,9 +208,7 @@ def main() -> None:
     s_steps = args.sample_steps or (50 if cuda else 10)
     cases = (args.cases or ("fp32,bf16,bf16-cl,bf16-cl-compile" if cuda else "fp32")).split(",")
 
-    cpu_name = platform.processor() or platform.machine()
-    hw = torch.cuda.get_device_name(0) if cuda else \
-        f"CPU {cpu_name} ({os.cpu_count()} cores visible, {torch.get_num_threads()} threads)"
+    hw = hardware_label(device)
     ours0 = build_ours(cfg.model, info, device)
     params = sum(p.numel() for p in ours0.parameters())
     x1 = torch.zeros(1, channels, size, size, device=device)

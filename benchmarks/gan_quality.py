@@ -41,7 +41,7 @@ from pathlib import Path
 
 import torch
 
-from imagegen.evaluate import commit_label
+from imagegen.evaluate import commit_label, hardware_label
 
 RECIPES: dict[str, tuple[str, list[str]]] = {
     "dcgan": ("gan-mnist", []),
@@ -55,9 +55,7 @@ RECIPES: dict[str, tuple[str, list[str]]] = {
 
 
 def _device_name(device: str) -> str:
-    if device != "cpu" and torch.cuda.is_available():
-        return torch.cuda.get_device_name(0)
-    return f"CPU ({os.cpu_count()} cores visible, {torch.get_num_threads()} torch threads)"
+    return hardware_label("cuda" if device != "cpu" and torch.cuda.is_available() else "cpu")
 
 
 def _print_table(rows: list[dict]) -> None:

@@ -25,8 +25,9 @@ import time
 from pathlib import Path
 
 import torch
+from _report import save_row  # benchmarks/_report.py, beside this script
 
-from imagegen.evaluate import commit_label
+from imagegen.evaluate import commit_label, hardware_label
 
 
 def main() -> None:
@@ -63,8 +64,7 @@ def main() -> None:
     opts = {"marginal": True} if cfg["model"].get("class_cond") else {}
     result = evaluate_nll(run, split="test", data_root=args.data_root, n=args.n_test,
                           batch_size=args.batch_size, seed=args.seed, **opts)
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else \
-        f"CPU ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
+    device = hardware_label("cuda" if torch.cuda.is_available() else "cpu")
     row = {
         "preset": args.preset, "data": cfg["data"]["name"], "model": cfg["model"], "budget": args.budget,
         "train_seconds": round(train_s, 1), "steps": result["step"],
@@ -77,10 +77,7 @@ def main() -> None:
         "seed": args.seed, "commit": commit, "device": device, "torch": torch.__version__,
         "python": platform.python_version(),
     }
-    (Path(run) / "bench.json").write_text(json.dumps(row, indent=2))
-    width = max(len(k) for k in row)
-    for k, v in row.items():
-        print(f"{k:<{width}}  {v}")
+    save_row(row, Path(run) / "bench.json")
 
 
 if __name__ == "__main__":

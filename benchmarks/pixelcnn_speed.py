@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import time
 
 import torch
 
-from imagegen.evaluate import commit_label
+from imagegen.evaluate import commit_label, hardware_label
 
 
 def main() -> None:
@@ -82,8 +81,7 @@ def main() -> None:
     naive_total = t_naive * scale
 
     commit = commit_label()
-    dev = torch.cuda.get_device_name(device) if device.type == "cuda" else \
-        f"CPU ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
+    dev = hardware_label(device)
     params = sum(p.numel() for p in model.parameters())
     print(f"PixelCNN sampling, {args.n} samples of {info.channels}x{info.size}x{info.size} "
           f"({model.likelihood}), arch={cfg.arch} hidden={cfg.hidden_channels} layers={cfg.layers} "

@@ -17,8 +17,9 @@ import time
 from pathlib import Path
 
 import torch
+from _report import save_row  # benchmarks/_report.py, beside this script
 
-from imagegen.evaluate import commit_label
+from imagegen.evaluate import commit_label, hardware_label
 
 
 def main() -> None:
@@ -45,7 +46,7 @@ def main() -> None:
     rates = [r["img_per_s"] for r in logs[1:]] or [logs[-1]["img_per_s"]]
     result = evaluate_nll(run, split="test", data_root=args.data_root, n=args.n_test, batch_size=50,
                           seed=args.seed, k=args.k)
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
+    device = hardware_label("cuda" if torch.cuda.is_available() else "cpu")
     row = {
         "preset": args.preset, "budget": args.budget, "train_seconds": round(train_s, 1),
         "steps": logs[-1]["step"], "kimg": logs[-1]["kimg"],
@@ -56,10 +57,7 @@ def main() -> None:
         "eval_seconds": result["seconds"], "seed": args.seed, "commit": commit, "device": device,
         "torch": torch.__version__, "python": platform.python_version(),
     }
-    (Path(run) / "bench.json").write_text(json.dumps(row, indent=2))
-    width = max(len(k) for k in row)
-    for k, v in row.items():
-        print(f"{k:<{width}}  {v}")
+    save_row(row, Path(run) / "bench.json")
 
 
 if __name__ == "__main__":

@@ -58,7 +58,7 @@ def trained(tmp_path_factory):
 
 
 PROTOCOL_FIELDS = ("dataset", "ref_split", "n_gen", "n_ref", "feature_net", "feature_net_sha256", "resizer",
-                   "imagegen_version", "git_commit", "torch", "device")
+                   "imagegen_version", "git_commit", "torch", "device", "hardware")
 
 
 def test_eval_run_writes_every_number_with_its_protocol(trained, tmp_path, capsys):
@@ -75,6 +75,7 @@ def test_eval_run_writes_every_number_with_its_protocol(trained, tmp_path, capsy
         assert proto["n_gen"] == 40 and proto["n_ref"] == 40 and proto["dataset"] == "digits"
         assert proto["family"] == "vae" and proto["checkpoint_step"] == 3 and proto["seed"] == 0
         assert proto["labels"] == "balanced (i mod K)"  # the run is class-conditional
+        assert proto["device"] == "cpu" and f"{torch.get_num_threads()} torch threads" in proto["hardware"]
     assert res["metrics"]["kid"]["protocol"]["kid_subset_size"] == 40
     assert res["summary"]["kid_std"] >= 0
     assert res["summary"]["bits_per_dim"] > 0 and res["metrics"]["bits_per_dim"]["protocol"]["n_ref"] == 40

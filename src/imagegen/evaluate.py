@@ -15,6 +15,7 @@ import functools
 import hashlib
 import inspect
 import json
+import os
 import platform
 import subprocess
 import time
@@ -129,6 +130,16 @@ def commit_label() -> str:
     return c["git_commit"][:9] + ("+dirty" if c.get("git_dirty") else "")
 
 
+def hardware_label(device: str | torch.device = "cpu") -> str:
+    """What ran a computation, for result files and benchmark tables: the GPU's name, or the CPU's
+    architecture with the cores visible and torch's thread count (timings depend on both)."""
+    device = torch.device(device)
+    if device.type == "cuda" and torch.cuda.is_available():
+        return torch.cuda.get_device_name(device)
+    cpu = platform.processor() or platform.machine()
+    return f"CPU {cpu} ({os.cpu_count()} cores visible, {torch.get_num_threads()} torch threads)"
+
+
 def software_protocol(device: torch.device) -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -138,11 +149,9 @@ def software_protocol(device: torch.device) -> dict:
         cleanfid_version = version("clean-fid")
     except PackageNotFoundError:
         cleanfid_version = None
-    dev = str(device)
-    if device.type == "cuda":
-        dev += f" ({torch.cuda.get_device_name(device)})"
     return {"imagegen_version": __version__, **git_commit(), "torch": torch.__version__,
-            "clean_fid": cleanfid_version, "python": platform.python_version(), "device": dev}
+            "clean_fid": cleanfid_version, "python": platform.python_version(), "device": str(device),
+            "hardware": hardware_label(device)}
 
 
 def _sha256_tensor(t: torch.Tensor) -> str:
