@@ -32,6 +32,7 @@ import time
 
 import torch
 
+from _bench import run_main  # benchmarks/_bench.py, beside this script
 from imagegen.evaluate import commit_label
 
 
@@ -49,11 +50,10 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    from sampling_speed import _parse_options  # the same RUN:key=value,... syntax (benchmarks/ is on the path)
-
     import imagegen
     from imagegen.data import load_dataset, make_mask, to_float, to_uint8
     from imagegen.metrics.classifier import load_classifier
+    from sampling_speed import _parse_options  # the same RUN:key=value,... syntax (benchmarks/ is on the path)
 
     per_run = _parse_options(args.options)
     commit = commit_label()
@@ -103,4 +103,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -23,6 +23,7 @@ import time
 
 import torch
 
+from _bench import run_main  # benchmarks/_bench.py, beside this script
 from imagegen import config
 from imagegen.data import DataInfo
 from imagegen.evaluate import commit_label, hardware_label
@@ -260,4 +261,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -41,6 +41,7 @@ from pathlib import Path
 
 import torch
 
+from _bench import run_main  # benchmarks/_bench.py, beside this script
 from imagegen.evaluate import commit_label, hardware_label
 
 RECIPES: dict[str, tuple[str, list[str]]] = {
@@ -211,4 +212,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -18,6 +18,7 @@ import argparse
 import torch
 import torch.nn.functional as F
 
+from _bench import run_main  # benchmarks/_bench.py, beside this script
 from imagegen import api
 from imagegen.config import DataConfig
 from imagegen.data import load_dataset, to_float, to_uint8
@@ -55,4 +56,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

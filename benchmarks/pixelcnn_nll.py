@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 
 import torch
-from _report import save_row  # benchmarks/_report.py, beside this script
 
+from _bench import run_main, save_row  # benchmarks/_bench.py, beside this script
 from imagegen.evaluate import commit_label, hardware_label
 
 
@@ -81,4 +81,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -21,6 +21,7 @@ import time
 
 import torch
 
+from _bench import run_main  # benchmarks/_bench.py, beside this script
 from imagegen.evaluate import commit_label, hardware_label
 
 
@@ -102,4 +103,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -25,6 +25,7 @@ import time
 
 import torch
 
+from _bench import run_main  # benchmarks/_bench.py, beside this script
 from imagegen.api import pick_device
 from imagegen.evaluate import EvalOptions, feature_net, load_reference, reference_features
 from imagegen.metrics.fid import feature_stats, frechet_distance, kid
@@ -100,4 +101,4 @@ def _fmt(r: dict) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -17,6 +17,7 @@ import time
 
 import torch
 
+from _bench import run_main  # benchmarks/_bench.py, beside this script
 from imagegen.evaluate import commit_label
 
 
@@ -70,4 +71,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)
