@@ -80,7 +80,7 @@ def main() -> None:
         imagegen.train(preset=args.preset, out=out, budget=args.budget, overrides=overrides)
     train_s = time.time() - t0
     model = imagegen.load(out, device="cpu")
-    hw = hardware_label("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
+    hw = hardware_label(args.device)
     header = {"preset": args.preset, "budget": args.budget, "step": model.step,
               "train_s_this_call": round(train_s), "device": hw, "commit": commit, "seed": args.seed}
     print(json.dumps({"case": "run", **header}), flush=True)

@@ -55,10 +55,6 @@ RECIPES: dict[str, tuple[str, list[str]]] = {
 }
 
 
-def _device_name(device: str) -> str:
-    return hardware_label("cuda" if device != "cpu" and torch.cuda.is_available() else "cpu")
-
-
 def _print_table(rows: list[dict]) -> None:
     if not rows:
         return
@@ -123,7 +119,7 @@ def _throughput_one(recipe: str, args) -> dict:
             "steps": n, "seconds": round(dt, 1), "img_per_s": round(n * cfg.train.batch_size / dt, 1),
             "G_Mparams": round(sum(p.numel() for p in net.G.parameters()) / 1e6, 2),
             "D_Mparams": round(sum(p.numel() for p in net.D.parameters()) / 1e6, 2),
-            "device": _device_name(args.device), "seed": args.seed, "commit": args.commit}
+            "device": hardware_label(args.device), "seed": args.seed, "commit": args.commit}
 
 
 def quality(args) -> list[dict]:
@@ -169,7 +165,7 @@ def quality(args) -> list[dict]:
                    "steps": meta["step"], "kimg": round(meta["images_seen"] / 1000, 1),
                    "img_per_s": rates[len(rates) // 2], **scores, "eval_s": round(time.perf_counter() - t1),
                    "n_gen": args.n, "ref": "test",
-                   "truncation": args.truncation or "off", "device": _device_name(args.device),
+                   "truncation": args.truncation or "off", "device": hardware_label(args.device),
                    "seed": args.seed, "commit": args.commit}
             (Path(run) / f"bench-{'-'.join(metrics)}-{args.n}.json").write_text(json.dumps(row, indent=2))
             rows.append(row)

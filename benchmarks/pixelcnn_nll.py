@@ -64,7 +64,7 @@ def main() -> None:
     opts = {"marginal": True} if cfg["model"].get("class_cond") else {}
     result = evaluate_nll(run, split="test", data_root=args.data_root, n=args.n_test,
                           batch_size=args.batch_size, seed=args.seed, **opts)
-    device = hardware_label("cuda" if torch.cuda.is_available() else "cpu")
+    device = hardware_label("auto")  # where imagegen.train ran it
     row = {
         "preset": args.preset, "data": cfg["data"]["name"], "model": cfg["model"], "budget": args.budget,
         "train_seconds": round(train_s, 1), "steps": result["step"],

@@ -46,7 +46,7 @@ def main() -> None:
     rates = [r["img_per_s"] for r in logs[1:]] or [logs[-1]["img_per_s"]]
     result = evaluate_nll(run, split="test", data_root=args.data_root, n=args.n_test, batch_size=50,
                           seed=args.seed, k=args.k)
-    device = hardware_label("cuda" if torch.cuda.is_available() else "cpu")
+    device = hardware_label("auto")  # where imagegen.train ran it
     row = {
         "preset": args.preset, "budget": args.budget, "train_seconds": round(train_s, 1),
         "steps": logs[-1]["step"], "kimg": logs[-1]["kimg"],

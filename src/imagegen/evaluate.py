@@ -130,11 +130,14 @@ def commit_label() -> str:
     return c["git_commit"][:9] + ("+dirty" if c.get("git_dirty") else "")
 
 
-def hardware_label(device: str | torch.device = "cpu") -> str:
+def hardware_label(device: str | torch.device = "auto") -> str:
     """What ran a computation, for result files and benchmark tables: the GPU's name, or the CPU's
-    architecture with the cores visible and torch's thread count (timings depend on both)."""
-    device = torch.device(device)
-    if device.type == "cuda" and torch.cuda.is_available():
+    architecture with the cores visible and torch's thread count (timings depend on both). ``device`` as
+    ``--device`` takes it (auto, cpu, cuda, cuda:N) or a torch.device."""
+    from .api import pick_device
+
+    device = pick_device(device) if isinstance(device, str) else device
+    if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     cpu = platform.processor() or platform.machine()
     return f"CPU {cpu} ({os.cpu_count()} cores visible, {torch.get_num_threads()} torch threads)"
