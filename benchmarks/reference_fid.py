@@ -75,14 +75,14 @@ def main() -> None:
                 computed += f_test.shape[0]
             seconds = time.time() - t0
             rate = computed / seconds
-            print(f"# {dataset} {net.name} sha256 {net.sha256[:16]}: {rate:.1f} img/s on {device} "
+            print(f"# {dataset} {net.name} sha256 {net.sha256[:16]}: {rate:.1f} img/s on {device}, {net.runtime} "
                   f"({computed} images in {seconds:.0f} s)", flush=True)
             for n in ns:
                 a, b = f_train[:n], f_test[:min(n, f_test.shape[0])]
                 fid = frechet_distance(*feature_stats(a), *feature_stats(b))
                 k_mean, k_std = kid(a, b, subsets=100, subset_size=1000)
                 row = {"dataset": dataset, "features": net.name, "n_train": a.shape[0], "n_test": b.shape[0],
-                       "fid": fid, "kid": k_mean, "kid_std": k_std, "img_per_s": rate}
+                       "fid": fid, "kid": k_mean, "kid_std": k_std, "img_per_s": rate, "runtime": net.runtime}
                 if args.pr:
                     row["precision"], row["recall"] = precision_recall(b, a)
                 rows.append(row)

@@ -302,7 +302,8 @@ def evaluate_images(gen_u8: torch.Tensor, gen_labels: torch.Tensor | None, datas
                                                  **net.protocol()}, sort_keys=True, default=str), "feature rows"))
         gen_f = net.features(gen_u8, opts.batch_size, desc=f"generated ({net.name})", progress=opts.progress,
                              resume=partials[-1])
-        proto = dict(net.protocol(), **cache_info, feature_seconds=round(time.time() - t0, 1))
+        proto = dict(net.protocol(), **cache_info, feature_runtime=net.runtime,
+                     feature_seconds=round(time.time() - t0, 1))
         sfx = _suffix(kind)
         mu_g, sigma_g = fidm.feature_stats(gen_f)
         want_fid = "fid" in metrics or (kind == "classifier" and "cfd" in metrics)

@@ -35,6 +35,8 @@ from ..errors import ImagegenError
 INCEPTION_NAME = "inception-v3-2015-12-05"
 INCEPTION_FILE = "inception-2015-12-05.pt"
 INCEPTION_DIM = 2048
+RUNTIME_ENV = "IMAGEGEN_INCEPTION_RUNTIME"
+RUNTIMES = ("auto", "torch", "onnxruntime")
 CLEAN_RESIZER = "clean-fid 'clean': PIL bicubic to 299x299 on float32 per channel, no re-quantisation"
 
 
@@ -72,6 +74,7 @@ class FeatureNet:
     dim: int = 0
     resizer: str = ""
     device: torch.device = torch.device("cpu")
+    runtime: str = "torch"  # what runs the network; recorded beside each number, not part of the cache key
 
     def protocol(self) -> dict:
         return {"feature_net": self.name, "feature_net_sha256": self.sha256, "feature_dim": self.dim,
@@ -129,8 +132,10 @@ class InceptionFeatures(FeatureNet):
     dim = INCEPTION_DIM
     resizer = CLEAN_RESIZER
 
+    _ort = None  # an onnxruntime.InferenceSession when that runs the network (CPU), else None
+
     def __init__(self, weights: str | Path | None = None, device: str | torch.device | None = None,
-                 download: bool = True):
+                 download: bool = True, runtime: str | None = None):
         self.path = resolve_inception_weights(weights, download=download)
         self.sha256 = file_sha256(self.path)
         self.device = torch.device(device) if device is not None else torch.device("cpu")
@@ -147,13 +152,47 @@ class InceptionFeatures(FeatureNet):
         layers = getattr(net, "layers", None)
         self._plain = layers if layers is not None else self.net  # normalised 299x299 input -> features
         self._fast = _inference_module(self._plain) if self.device.type == "cpu" else self._plain
+        self.runtime = f"torch {torch.__version__}"
+        choice = runtime or os.environ.get(RUNTIME_ENV) or "auto"
+        if choice not in RUNTIMES:
+            raise ImagegenError(f"unknown Inception runtime {choice!r} (from {'runtime' if runtime else RUNTIME_ENV}); "
+                                f"use one of {', '.join(RUNTIMES)}")
+        if self.device.type == "cpu" and choice != "torch":
+            self._use_onnxruntime(required=choice == "onnxruntime")
+
+    def _use_onnxruntime(self, required: bool) -> None:
+        """Run the network in ONNX Runtime: 2.5x the frozen torch graph's speed on a 2-core CPU (17 against 6.8
+        img/s, docs/evaluation.md). The export is checked against torch on fixed inputs; any failure or mismatch
+        keeps torch (or, when onnxruntime was asked for by name, is an error)."""
+        try:
+            session = _onnxruntime_session(self._plain)
+            x = torch.rand(2, 3, 299, 299, generator=torch.Generator().manual_seed(0)) * 2 - 1
+            with torch.no_grad():
+                want = self._fast(x.contiguous(memory_format=torch.channels_last)).reshape(2, -1)
+            got = torch.from_numpy(session.run(None, {"x": x.numpy()})[0]).reshape(2, -1)
+            gap = (got - want).abs().max().item() if got.shape == want.shape else float("inf")
+            if not gap <= 1e-3 * max(1.0, want.abs().max().item()):
+                raise RuntimeError(f"its features differ from torch's by {gap:.3g}")
+        except Exception as e:
+            if required:
+                raise ImagegenError(f"cannot run the Inception network in ONNX Runtime ({type(e).__name__}: "
+                                    f"{str(e).splitlines()[0] if str(e) else ''}); install it with "
+                                    f"pip install 'imagegen[onnx]' or set {RUNTIME_ENV}=torch") from None
+            return
+        import onnxruntime
+
+        self._ort = session
+        self.runtime = f"onnxruntime {onnxruntime.__version__} (CPU)"
 
     def _forward(self, u8: torch.Tensor, fast: bool = True) -> torch.Tensor:
         x = clean_resize(u8).to(self.device)  # (B, 3, 299, 299) in [0, 255]
         x = (x - 128.0) / 128.0  # the TF graph's own normalisation
-        # channels_last + a frozen oneDNN graph: 1.6x faster on a 2-core CPU, same features to ~1e-5
-        x = x.contiguous(memory_format=torch.channels_last)
-        feats = (self._fast if fast else self._plain)(x)
+        if fast and self._ort is not None:
+            feats = torch.from_numpy(self._ort.run(None, {"x": x.numpy()})[0])
+        else:
+            # channels_last + a frozen oneDNN graph: 1.6x faster on a 2-core CPU, same features to ~1e-5
+            x = x.contiguous(memory_format=torch.channels_last)
+            feats = (self._fast if fast else self._plain)(x)
         feats = feats.reshape(x.shape[0], -1)
         if feats.shape[1] != self.dim:
             raise ImagegenError(f"{self.path} returns {feats.shape[1]}-d features, not the 2048-d Inception pool "
@@ -171,6 +210,27 @@ def _inference_module(module: torch.jit.ScriptModule) -> torch.jit.ScriptModule:
             return torch.jit.optimize_for_inference(torch.jit.freeze(module.eval()))
     except Exception:  # an archive layout freeze cannot handle: run it as it is
         return module
+
+
+def _onnxruntime_session(module: torch.jit.ScriptModule):
+    """An ONNX Runtime CPU session of a TorchScript network taking (B, 3, 299, 299) input named "x". The export
+    goes to memory (about a second); ONNX Runtime uses as many threads as torch does."""
+    import io
+    import warnings
+
+    import onnxruntime
+
+    buf = io.BytesIO()
+    with warnings.catch_warnings():  # the TorchScript exporter is the one that takes a ScriptModule
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (torch.zeros(1, 3, 299, 299),), buf, dynamo=False, input_names=["x"],
+                          output_names=["features"], dynamic_axes={"x": {0: "batch"}, "features": {0: "batch"}},
+                          opset_version=17)
+    opts = onnxruntime.SessionOptions()
+    opts.intra_op_num_threads = torch.get_num_threads()
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3  # errors only
+    return onnxruntime.InferenceSession(buf.getvalue(), opts, providers=["CPUExecutionProvider"])
 
 
 def inception_cache_path() -> Path:
