@@ -58,7 +58,7 @@ def trained(tmp_path_factory):
 
 
 PROTOCOL_FIELDS = ("dataset", "ref_split", "n_gen", "n_ref", "feature_net", "feature_net_sha256", "resizer",
-                   "imagegen_version", "git_commit", "torch", "device", "hardware")
+                   "imagegen_version", "git_commit", "torch", "device", "hardware", "feature_runtime")
 
 
 def test_eval_run_writes_every_number_with_its_protocol(trained, tmp_path, capsys):

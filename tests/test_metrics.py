@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import urllib.error
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -354,6 +356,59 @@ def test_real_inception_features_are_finite_2048(monkeypatch):
     plain = net._forward(u8, fast=False)  # the frozen CPU graph computes the archive's own features
     torch.testing.assert_close(f, plain, rtol=1e-4, atol=1e-4)
     assert net.protocol()["feature_net_sha256"] == fidm.file_sha256(path)
+
+
+def _tiny_inception_archive(path: Path, seed: int) -> Path:
+    """A TorchScript file with the Inception archive's contract ((B, 3, 299, 299) normalised in, (B, 2048) out),
+    small enough to export and run in a second."""
+    torch.manual_seed(seed)
+    body = torch.nn.Sequential(torch.nn.AvgPool2d(13), torch.nn.Conv2d(3, 16, 3, stride=2), torch.nn.ReLU(),
+                               torch.nn.Conv2d(16, 2048, 1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                               torch.nn.Flatten())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.* are deprecated, still what these archives are
+        torch.jit.save(torch.jit.script(body.eval()), str(path))
+    return path
+
+
+def test_onnxruntime_runs_the_inception_archive_as_torch_does(tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install 'imagegen[onnx]')")
+    monkeypatch.delenv(fidm.RUNTIME_ENV, raising=False)
+    path = _tiny_inception_archive(tmp_path / "tiny.pt", seed=0)
+    u8 = torch.randint(0, 256, (5, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    by_torch = fidm.InceptionFeatures(path, runtime="torch")
+    by_ort = fidm.InceptionFeatures(path)  # auto: onnxruntime on a CPU
+    assert by_torch.runtime.startswith("torch") and by_ort.runtime.startswith("onnxruntime")
+    want = by_torch.features(u8, batch_size=2, progress=False)
+    got = by_ort.features(u8, batch_size=2, progress=False)
+    assert want.abs().max() > 0
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    monkeypatch.setenv(fidm.RUNTIME_ENV, "torch")  # the environment picks the runtime too
+    assert fidm.InceptionFeatures(path).runtime.startswith("torch")
+
+    # a session whose features disagree with torch's (another network's) is refused at load
+    other = fidm._onnxruntime_session(fidm.InceptionFeatures(_tiny_inception_archive(tmp_path / "other.pt", seed=1),
+                                                             runtime="torch")._plain)
+    monkeypatch.setattr(fidm, "_onnxruntime_session", lambda module: other)
+    monkeypatch.delenv(fidm.RUNTIME_ENV)
+    assert fidm.InceptionFeatures(path).runtime.startswith("torch")  # auto keeps torch
+    with pytest.raises(ImagegenError, match="differ from torch"):
+        fidm.InceptionFeatures(path, runtime="onnxruntime")
+
+
+def test_inception_runtime_choice_errors_are_one_clear_line(tmp_path, monkeypatch):
+    path = _tiny_inception_archive(tmp_path / "tiny.pt", seed=0)
+    monkeypatch.setenv(fidm.RUNTIME_ENV, "tensorrt")
+    with pytest.raises(ImagegenError) as e:
+        fidm.InceptionFeatures(path)
+    assert fidm.RUNTIME_ENV in str(e.value) and "auto, torch, onnxruntime" in str(e.value)
+    monkeypatch.delenv(fidm.RUNTIME_ENV)
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # not installed: import raises ImportError
+    assert fidm.InceptionFeatures(path).runtime.startswith("torch")  # auto falls back
+    with pytest.raises(ImagegenError) as e:
+        fidm.InceptionFeatures(path, runtime="onnxruntime")
+    msg = str(e.value)
+    assert "imagegen[onnx]" in msg and f"{fidm.RUNTIME_ENV}=torch" in msg and "\n" not in msg
 
 
 # ---------------------------------------------------------------------------------------------- classifier
