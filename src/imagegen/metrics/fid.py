@@ -126,6 +126,8 @@ class InceptionFeatures(FeatureNet):
     Accepts both serialisations in circulation: NVIDIA's ``inception-2015-12-05.pt`` (what clean-fid
     downloads; its ``layers`` sub-module takes normalised 299x299 input) and a features-only archive whose
     ``forward`` takes the normalised input directly (e.g. the offline copy in /work/shared/weights).
+    ``runtime`` (else ``$IMAGEGEN_INCEPTION_RUNTIME``, else "auto"): on a CPU, "auto" runs the network in ONNX
+    Runtime when that is installed and agrees with torch, "torch" never does, "onnxruntime" must.
     """
 
     name = INCEPTION_NAME
@@ -161,8 +163,8 @@ class InceptionFeatures(FeatureNet):
             self._use_onnxruntime(required=choice == "onnxruntime")
 
     def _use_onnxruntime(self, required: bool) -> None:
-        """Run the network in ONNX Runtime: 2.5x the frozen torch graph's speed on a 2-core CPU (17 against 6.8
-        img/s, docs/evaluation.md). The export is checked against torch on fixed inputs; any failure or mismatch
+        """Run the network in ONNX Runtime: about twice the frozen torch graph's speed on a 2-core CPU
+        (docs/evaluation.md). The export is checked against torch on fixed inputs; any failure or mismatch
         keeps torch (or, when onnxruntime was asked for by name, is an error)."""
         try:
             session = _onnxruntime_session(self._plain)
@@ -175,8 +177,8 @@ class InceptionFeatures(FeatureNet):
                 raise RuntimeError(f"its features differ from torch's by {gap:.3g}")
         except Exception as e:
             if required:
-                raise ImagegenError(f"cannot run the Inception network in ONNX Runtime ({type(e).__name__}: "
-                                    f"{str(e).splitlines()[0] if str(e) else ''}); install it with "
+                why = type(e).__name__ + (f": {str(e).splitlines()[0]}" if str(e).strip() else "")
+                raise ImagegenError(f"cannot run the Inception network in ONNX Runtime ({why}); install it with "
                                     f"pip install 'imagegen[onnx]' or set {RUNTIME_ENV}=torch") from None
             return
         import onnxruntime
