@@ -13,9 +13,10 @@ Train images are a seeded random subset of the train split, test images a seeded
 test split (all 10,000 when N = 10,000); for N > 10,000 the test side stays at 10,000. Both sides go
 through the evaluator's reference cache: the train side is the entry ``imagegen eval --ref train --n-ref
 N_max`` (and ``imagegen ref-stats --split train --n N_max``) uses, the test side, when the largest N covers
-the whole test split, the ``--ref test`` entry. So a long run (Inception at ~5 img/s on 2 CPU cores: 50k
-train images take ~2.7 h) that is stopped continues where it stopped when run again, and the throughput
-line counts only what this call computed. Smaller N take the first N of the same seeded permutation.
+the whole test split, the ``--ref test`` entry. So a long run (Inception at ~15 img/s on 2 CPU cores in ONNX
+Runtime, ~5 in torch: 50k train images take ~1 h, or ~2.7 h) that is stopped continues where it stopped
+when run again, and the throughput line counts only what this call computed. Smaller N take the first N of
+the same seeded permutation.
 """
 
 from __future__ import annotations

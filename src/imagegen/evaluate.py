@@ -219,7 +219,7 @@ def reference_features(net, dataset: str, split: str, ref_u8: torch.Tensor, ref_
 
     ``whole = (split_u8, split_desc, idx)``: ``ref_u8`` is ``split_u8[idx]``. When the whole split's features
     are already cached (say by an earlier FID-10k against the 10k test set), the subset's features are those
-    rows - the same per-image features, without running the network again (Inception at ~5 img/s on a CPU)."""
+    rows - the same per-image features, without running the network again (Inception at 5-15 img/s on a CPU)."""
     from .metrics.fid import cached_reference, feature_stats, peek_reference
 
     if whole is not None and not opts.refresh_cache and len(whole[2]) < whole[0].shape[0]:
