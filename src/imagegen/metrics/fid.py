@@ -163,7 +163,7 @@ class InceptionFeatures(FeatureNet):
             self._use_onnxruntime(required=choice == "onnxruntime")
 
     def _use_onnxruntime(self, required: bool) -> None:
-        """Run the network in ONNX Runtime: about twice the frozen torch graph's speed on a 2-core CPU
+        """Run the network in ONNX Runtime: 1.8x the frozen torch graph's speed on a 2-core CPU
         (docs/evaluation.md). The export is checked against torch on fixed inputs; any failure or mismatch
         keeps torch (or, when onnxruntime was asked for by name, is an error)."""
         try:
