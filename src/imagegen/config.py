@@ -31,6 +31,7 @@ class DataConfig:
     limit: int | None = None  # keep only the first N images (quick experiments)
     hflip: bool = False  # random horizontal flips while training (colour datasets)
     download: bool = True  # let torchvision download a missing dataset (needs a network)
+    latent: str | None = None  # a trained autoencoder run or checkpoint: train on its codes (imagegen.latent)
 
     RANGES: ClassVar[dict[str, str]] = {"image_size": "[1,inf)", "limit": "[1,inf)"}
 

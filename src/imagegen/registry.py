@@ -16,6 +16,7 @@ FAMILIES: dict[str, str] = {
     "gan": "imagegen.families.gan",
     "pixelcnn": "imagegen.families.pixelcnn",
     "diffusion": "imagegen.families.diffusion",
+    "autoencoder": "imagegen.families.autoencoder",  # the first stage of latent models (imagegen.latent)
 }
 
 _REQUIRED = ("Config", "build", "train_step", "sample")
@@ -35,3 +36,8 @@ def capabilities(name: str) -> list[str]:
     """Optional contract functions a family offers (nll, complete, denoise, interpolate, ...)."""
     module = get_family(name)
     return [f for f in ("nll", "complete", "denoise", "interpolate", "reconstruct") if hasattr(module, f)]
+
+
+def generative(name: str) -> bool:
+    """Whether a family draws samples (every one but the autoencoder, a first stage for latent models)."""
+    return bool(getattr(get_family(name), "GENERATIVE", True))

@@ -25,6 +25,7 @@ from .errors import ImagegenError
 from .evaluate import LOWER_IS_BETTER, evaluate_during_training, training_eval_options
 from .families.base import default_optimizers
 from .interrupt import StopRequest
+from .latent import check_data_config, encode_dataset, load_first_stage
 
 # datasets up to this size live on the accelerator, so a batch is one index lookup
 _ON_DEVICE_BYTES = 2 * 1024**3
@@ -153,9 +154,18 @@ def train(cfg: RunConfig, out: str | Path, *, fresh: bool = False, progress: boo
     from accelerate.utils import set_seed
 
     set_seed(t.seed)  # the same on every rank, so every rank builds the same initial weights
+    first_stage = None  # data.latent: the frozen autoencoder whose codes this run models (imagegen.latent)
+    if cfg.data.latent:
+        check_data_config(cfg)
+        first_stage = load_first_stage(cfg.data.latent, device=accel.device)
+        # a run directory -> its checkpoint file now, so a resume after the autoencoder trained on is refused
+        cfg = replace(cfg, data=replace(cfg.data, latent=str(first_stage.path.resolve())))
     dataset = load_dataset(cfg.data, "train")
-    info = dataset.info
-    eval_opts = training_eval_options(cfg, info)  # checked before any step: fails now, not in an hour
+    pixel_info = dataset.info  # what the run's samples are: images, also for a latent model
+    if first_stage is not None:
+        dataset = encode_dataset(first_stage, dataset, cfg.data, progress=main and progress)
+    info = dataset.info  # what the family models: the images, or the first stage's codes
+    eval_opts = training_eval_options(cfg, pixel_info)  # checked before any step: fails now, not in an hour
     model = fam.build(cfg.model, info)
     optimizers = (fam.configure_optimizers(model, cfg.model, t) if hasattr(fam, "configure_optimizers")
                   else default_optimizers(model, cfg.model, t))
@@ -174,6 +184,9 @@ def train(cfg: RunConfig, out: str | Path, *, fresh: bool = False, progress: boo
     if ckpt_path is not None:
         ck = checkpoint.load(ckpt_path)
         diff = _same_setup(ck.meta["config"], cfg)
+        saved_sha = ck.meta.get("latent", {}).get("first_stage", {}).get("sha256")
+        if not diff and first_stage is not None and saved_sha != first_stage.sha256:
+            diff = f"first stage (its file {first_stage.path} changed since the run was started)"
         if diff:
             raise ImagegenError(f"{out} holds a run with a different {diff}; resume it with the same settings, "
                                 f"pick another --out, or pass --fresh to start over")
@@ -254,10 +267,12 @@ def train(cfg: RunConfig, out: str | Path, *, fresh: bool = False, progress: boo
         checkpoint.prune(out, t.keep_last)
 
     def write_checkpoint(path: Path, **extra_meta) -> None:
-        meta = {"family": cfg.family, "config": cfg.to_dict(), "data_info": info.to_dict(), "step": step,
+        meta = {"family": cfg.family, "config": cfg.to_dict(), "data_info": pixel_info.to_dict(), "step": step,
                 "images_seen": images_seen, "elapsed_s": elapsed(), "sampler": sampler.state_dict(),
                 "world_size": accel.num_processes, "ema_updates": ema.updates if ema else 0,
                 "version": _version(), **extra_meta}
+        if first_stage is not None:
+            meta["latent"] = {"first_stage": first_stage.record(out), "data_info": info.to_dict()}
         checkpoint.save(path, meta=meta, model=accel.unwrap_model(model), ema=ema.module if ema else None,
                         optimizers=opts_inner(), include_rng=True)
 
@@ -272,8 +287,13 @@ def train(cfg: RunConfig, out: str | Path, *, fresh: bool = False, progress: boo
         net.eval()
         g = torch.Generator(device=device).manual_seed(preview_gen_seed)
         with torch.no_grad():
-            x = fam.sample(net, t.sample_n, labels=preview_labels(cfg, info, t.sample_n, device), generator=g,
-                           **getattr(fam, "PREVIEW_OPTIONS", {}))
+            if hasattr(fam, "preview"):  # a family without a sampler of its own (the autoencoder)
+                x = fam.preview(net, dataset.batch(torch.arange(min(t.sample_n, len(dataset)), device=device)).x)
+            else:
+                x = fam.sample(net, t.sample_n, labels=preview_labels(cfg, info, t.sample_n, device), generator=g,
+                               **getattr(fam, "PREVIEW_OPTIONS", {}))
+                if first_stage is not None:
+                    x = first_stage.decode(x)
         net.train(was_training)
         save_grid(x, out / "samples" / f"step-{step:08d}.png")
 
@@ -305,7 +325,8 @@ def train(cfg: RunConfig, out: str | Path, *, fresh: bool = False, progress: boo
             net = ema.module if ema is not None else accel.unwrap_model(model)
             was_training = net.training
             net.eval()
-            res = evaluate_during_training(net, cfg, info, step, replace(eval_opts), device, out)
+            res = evaluate_during_training(net, cfg, pixel_info, step, replace(eval_opts), device, out,
+                                           first_stage=first_stage)
             net.train(was_training)
             spent = time.perf_counter() - t0
             t_start += spent  # the training clock (and the budget) skips the evaluation

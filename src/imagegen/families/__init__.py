@@ -36,6 +36,14 @@ Optional::
     def interpolate(model, a, b, frames, labels=None, generator=None, **options) -> Tensor
         # (frames, C, H, W) from a to b; a, b are images (1, C, H, W) in [-1, 1]
     def reconstruct(model, x, labels=None) -> Tensor
+    GENERATIVE: bool                               # default True; False for a family that draws no samples
+        # (the autoencoder, the first stage of latent models): its ``sample`` is a one-line error, the
+        # contract test checks reconstructions instead, and ``imagegen list`` shows it as a first stage
+    def preview(model, x) -> Tensor                # the trainer's periodic grid from real images ``x`` instead
+        # of ``sample`` (the autoencoder: each image beside its reconstruction)
+
+Latent models (``data.latent``, imagegen.latent) need nothing from a family: it is built on a DataInfo of the
+first stage's codes and trained, sampled and completed on them; ``LoadedModel`` encodes and decodes.
 
 What reaches these functions through ``imagegen.api.LoadedModel`` (the CLI and the Python API) is already
 checked there: ``x``/``a``/``b`` are float (N, C, H, W) of the model's shape in [-1, 1] on the model's

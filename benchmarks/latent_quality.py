@@ -1,0 +1,155 @@
+"""Latent models against pixel models at the same wall-clock budget (docs/latent.md).
+
+    # train every recipe for its budget, each alone on the machine, then score them all
+    python benchmarks/latent_quality.py --data mnist --data-root ../shared/data --budget 5m --ae-budget 2m \
+        --n 2000 --inception-weights ../shared/weights/inception-2015-12-05-features.pt --out runs/latent-5m
+
+    # score again (other N or metrics) without training
+    python benchmarks/latent_quality.py --data mnist --data-root ../shared/data --skip-train --out runs/latent-5m
+
+A latent recipe's budget includes its first stage: the shared autoencoder trains for ``--ae-budget`` and the
+second stage for ``--budget`` minus that (5m = 2m + 3m), so every row is ``--budget`` of training in all. The
+pixel recipes train for the whole ``--budget``. Training runs one after another (never two at once); scoring
+comes after all training, so it cannot slow a timed run. Each row: classifier FD (``cfd``), classifier score
+(``cscore``), class accuracy for conditional recipes (``cacc``) and Inception FID at ``--n`` samples against as
+many test images, plus the real train-vs-test floor at the same N, sampling time for 64 images, and a 64-image
+grid. The first stage's own row scores its reconstructions of the first N test images (and their PSNR), which
+bound every latent model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from _bench import run_main, save_row  # benchmarks/_bench.py, beside this script
+from imagegen.evaluate import commit_label, hardware_label
+
+# name -> (family, preset, extra --set overrides, latent?, sampling options for scoring and timing)
+RECIPES: dict[str, tuple[str, str | None, list[str], bool, dict]] = {
+    "latent-diffusion": ("diffusion", "ldm-mnist", [], True, {"sampler": "dpmpp-2m", "steps": 20}),
+    "latent-flow": ("diffusion", "ldm-mnist", ["model.formulation=flow"], True, {"sampler": "heun", "steps": 10}),
+    "latent-pixelcnn": ("pixelcnn", "latent-pixelcnn-mnist", [], True, {}),
+    "flow": ("diffusion", "flow-mnist", [], False, {"sampler": "heun", "steps": 10}),
+    "ddpm": ("diffusion", "ddpm-mnist", [], False, {"sampler": "dpmpp-2m", "steps": 20}),
+    "pixelcnn": ("pixelcnn", None, [], False, {}),  # the family defaults, as a CPU user would start
+}
+
+
+def _minutes(text: str) -> float:
+    from imagegen.config import parse_budget
+
+    return parse_budget(text)
+
+
+def _train(args, name: str, ae_dir: Path, ae_minutes: float) -> None:
+    import imagegen
+
+    family, preset, extra, latent, _ = RECIPES[name]
+    minutes = _minutes(args.budget) - (ae_minutes if latent else 0.0)
+    overrides = [f"data.name={args.data}", f"train.seed={args.seed}", "train.sample_every=0", *extra, *args.set]
+    t0 = time.perf_counter()
+    imagegen.train(family, preset=preset, out=args.out / name, data_root=args.data_root, budget=minutes,
+                   overrides=overrides, latent=ae_dir if latent else None, fresh=True)
+    print(f"{name}: trained {minutes:g} min ({time.perf_counter() - t0:.0f} s wall clock with data loading)")
+
+
+def _score(args, name: str) -> dict:
+    import imagegen
+    from imagegen.trainer import save_grid
+
+    _, _, _, latent, sample_opts = RECIPES[name]
+    run = args.out / name
+    model = imagegen.load(run, device="cpu")
+    labels = torch.arange(64) % model.info.num_classes if model.class_conditional else None
+    t0 = time.perf_counter()
+    grid = model.sample(64, labels=labels, seed=0, **sample_opts)
+    sample_s = time.perf_counter() - t0
+    img_dir = args.out / "grids"
+    save_grid(grid, img_dir / f"{name}.png", nrow=8)
+    metrics = "cfd,cscore,cacc,fid" if model.class_conditional else "cfd,cscore,fid"
+    res = imagegen.evaluate_run(run, metrics=metrics, n=args.n, ref="test", data_root=args.data_root,
+                                inception_weights=args.inception_weights, seed=args.seed,
+                                sample_options=sample_opts, out=run / f"eval-{args.n}.json")
+    meta = model.meta
+    return {"recipe": name, "family": model.family, "latent": bool(latent), "step": meta.get("step"),
+            "kimg": round(meta.get("images_seen", 0) / 1000, 1), "train_s": round(meta.get("elapsed_s", 0)),
+            "sampling": json.dumps(sample_opts), "sample64_s": round(sample_s, 2),
+            **{k: v for k, v in res["summary"].items() if isinstance(v, (int, float))}}
+
+
+def _score_first_stage(args, ae_dir: Path) -> dict:
+    import imagegen
+    from imagegen.config import DataConfig
+    from imagegen.data import load_dataset, save_image_array, to_uint8
+    from imagegen.families.autoencoder import psnr
+    from imagegen.trainer import save_grid
+
+    model = imagegen.load(ae_dir, device="cpu")
+    test = load_dataset(DataConfig(name=args.data, root=str(args.data_root) if args.data_root else None), "test")
+    idx = torch.arange(min(args.n, len(test)))
+    x = test.batch(idx).x
+    rec = torch.cat([model.reconstruct(x[i:i + 500]) for i in range(0, len(x), 500)])
+    arr = args.out / "first-stage-reconstructions.npz"
+    save_image_array(arr, to_uint8(rec), test.labels[idx] if test.labels is not None else None)
+    save_grid(torch.stack([x[:32], rec[:32]], 1).flatten(0, 1), args.out / "grids" / "first-stage.png", nrow=8)
+    res = imagegen.evaluate_folder(arr, args.data, metrics="cfd,cscore,fid", n=len(idx), ref="test",
+                                   data_root=args.data_root, inception_weights=args.inception_weights)
+    meta = model.meta
+    return {"recipe": "first-stage reconstructions", "family": "autoencoder", "step": meta.get("step"),
+            "kimg": round(meta.get("images_seen", 0) / 1000, 1), "train_s": round(meta.get("elapsed_s", 0)),
+            "psnr_db": round(float(psnr(x, rec).mean()), 2),
+            **{k: v for k, v in res["summary"].items() if isinstance(v, (int, float))}}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", default="mnist")
+    p.add_argument("--data-root", type=Path, default=None)
+    p.add_argument("--budget", default="5m", help="training time of every row, the first stage included")
+    p.add_argument("--ae-budget", default="2m", help="the shared first stage's part of --budget")
+    p.add_argument("--recipes", default=",".join(RECIPES), help=f"comma list of: {', '.join(RECIPES)}")
+    p.add_argument("--n", type=int, default=2000, help="samples scored against as many test images")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--inception-weights", default=None)
+    p.add_argument("--set", action="append", default=[], help="an override for every recipe, e.g. train.lr=1e-3")
+    p.add_argument("--skip-train", action="store_true", help="score the runs already in --out")
+    p.add_argument("--out", type=Path, default=Path("runs/latent-quality"))
+    args = p.parse_args()
+    names = [r for r in args.recipes.split(",") if r]
+    unknown = [r for r in names if r not in RECIPES]
+    if unknown:
+        from imagegen.errors import ImagegenError
+
+        raise ImagegenError(f"unknown recipe '{unknown[0]}'; choose from {', '.join(RECIPES)}")
+    import imagegen
+
+    ae_dir = args.out / "first-stage"
+    ae_minutes = _minutes(args.ae_budget)
+    if not args.skip_train:
+        if any(RECIPES[r][3] for r in names):
+            imagegen.train("autoencoder", preset="autoencoder-mnist", out=ae_dir, data_root=args.data_root,
+                           budget=ae_minutes, overrides=[f"data.name={args.data}", f"train.seed={args.seed}",
+                                                         "train.sample_every=0"], fresh=True)
+        for name in names:
+            _train(args, name, ae_dir, ae_minutes)
+    rows = []
+    if any(RECIPES[r][3] for r in names):
+        rows.append(_score_first_stage(args, ae_dir))
+    rows += [_score(args, name) for name in names]
+    header = {"command": "benchmarks/latent_quality.py", "data": args.data, "budget": args.budget,
+              "ae_budget": args.ae_budget, "n": args.n, "seed": args.seed, "commit": commit_label(),
+              "hardware": hardware_label("cpu")}
+    (args.out / "results.json").write_text(json.dumps({"header": header, "rows": rows}, indent=2))
+    for row in rows:
+        print()
+        save_row(row, args.out / f"row-{row['recipe'].replace(' ', '-')}.json")
+    print(json.dumps(header))
+
+
+if __name__ == "__main__":
+    run_main(main)
