@@ -700,7 +700,7 @@ def nll(model: Diffusion, x: torch.Tensor, labels=None, t_samples: int | None = 
     (the steps of a batch are stacked into one call). The sums are in float64. VP formulations (eps, v)
     only; runs in eval mode under no_grad on the model's device."""
     if model.is_flow:
-        raise ImagegenError("nll: formulation=flow has no variational bound and its exact ODE likelihood is not "
+        raise ImagegenError("formulation=flow has no variational bound, and the exact likelihood of its ODE is not "
                             "implemented: train with --set model.formulation=eps (or v) to measure likelihood")
     if not model.is_vp:
         raise ImagegenError("nll needs a discrete-time (DDPM) model; formulation=edm has no variational bound "
