@@ -184,4 +184,34 @@ def test_latent_variant_round_trips_and_completes(name, tmp_path):
         if "steps" in api.inspect.signature(fam.complete).parameters:
             opts["steps"] = 3
         out = loaded.complete(x, mask, seed=0, **opts)
+# formulations that change a family's training and sampling code: the core of the contract once more for each
+VARIANTS = [("diffusion", {"formulation": "flow"})]
+
+
+@pytest.mark.parametrize("name,overrides", VARIANTS, ids=lambda v: v if isinstance(v, str) else
+                         ",".join(f"{k}={x}" for k, x in v.items()))
+def test_variant_trains_samples_round_trips_and_completes(name, overrides, accel, tmp_path):
+    fam, cfg, model, opts = _setup(name, **overrides)
+    assert all(getattr(cfg.model, k) == v for k, v in overrides.items())
+    model.train()
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    for step in range(8):
+        logs = fam.train_step(model, _batch(), opts, step, accel)
+        assert torch.isfinite(torch.as_tensor(logs["loss"])).all()
+    assert sum(not torch.equal(v, before[k]) for k, v in model.named_parameters()) >= 0.9 * len(before)
+    model.eval()
+    a, b = _sample(fam, model, 5, seed=3), _sample(fam, model, 5, seed=3)
+    assert a.shape == (5, 1, 16, 16) and torch.isfinite(a).all() and a.min() >= -1 and a.max() <= 1
+    assert torch.equal(a, b)
+    meta = {"family": name, "config": cfg.to_dict(), "data_info": INFO.to_dict(), "step": 8, "images_seen": 64}
+    path = checkpoint.save(tmp_path / "ckpt-00000008.safetensors", meta=meta, model=model, optimizers=opts)
+    loaded = api.load(path, device="cpu")
+    assert all(getattr(loaded.config.model, k) == v for k, v in overrides.items())
+    got = loaded.sample(4, seed=11, **getattr(fam, "PREVIEW_OPTIONS", {}))
+    assert torch.allclose(_sample(fam, model, 4, seed=11), got, atol=1e-6)
+    if "complete" in registry.capabilities(name):
+        x = _batch(n=2).x
+        mask = torch.zeros(2, 1, 16, 16)
+        mask[:, :, :8] = 1
+        out = loaded.complete(x, mask[:1].bool(), seed=0, steps=4, resample=2)
         assert out.shape == x.shape and torch.equal(out[:, :, :8], x[:, :, :8])
