@@ -89,7 +89,8 @@ def main() -> None:
                          "test_nll_sem": round(result["nats_sem"], 3),
                          "test_bits_per_dim": round(result["bits_per_dim"], 4), "eval_seconds": result["seconds"],
                          "run": str(run)})
-    print(f"\n{'model':<11} {'params':>8} {'budget':>7} {'steps':>6} {'kimg':>7} {'test NLL (nats)':>18} {'bits/dim':>9}")
+    print(f"\n{'model':<11} {'params':>8} {'budget':>7} {'steps':>6} {'kimg':>7} {'test NLL (nats)':>18} "
+          f"{'bits/dim':>9}")
     for r in rows:
         nll = f"{r['test_nll_nats']:.2f} +- {r['test_nll_sem']:.2f}"
         print(f"{r['model']:<11} {r['params']:>8} {r['budget']:>7} {r['steps']:>6} {r['kimg']:>7.1f} {nll:>18} "
