@@ -421,3 +421,19 @@ def test_pixelsnail_passes_the_family_contract(contract_test, pixelsnail_test_co
     fixtures = {"name": "pixelcnn", "accel": accel, "tmp_path": tmp_path}
     contract_test(**{k: fixtures[k] for k in inspect.signature(contract_test).parameters})
     assert pc.Config(**pc.TEST_CONFIG).arch == "pixelsnail"
+
+
+def test_a_run_saved_before_the_pixelsnail_settings_still_resumes():
+    """model.blocks / key_channels / value_channels are new: a run saved without them (at their defaults) is the
+    same setup, so resuming it is not refused; a non-default value is still a different setup."""
+    import copy
+
+    from imagegen import config, trainer
+
+    cfg = config.resolve("pixelcnn")
+    saved = copy.deepcopy(cfg.to_dict())
+    for key in ("blocks", "key_channels", "value_channels"):
+        del saved["model"][key]
+    assert trainer._same_setup(saved, cfg) is None
+    other = config.resolve("pixelcnn", overrides={"model": {"blocks": 3}})
+    assert trainer._same_setup(saved, other).startswith("model.blocks")

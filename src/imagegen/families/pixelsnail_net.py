@@ -149,8 +149,9 @@ class CausalAttention(nn.Module):
         v = F.pad(v, (0, 0, 1, 0))[:, :n, None].transpose(1, 2)
         q = self.query(torch.cat([h, pos], 1)).view(b, self.groups, self.key_ch, n).transpose(2, 3)  # (B, G, N, dk)
         g = self.groups
-        out = F.scaled_dot_product_attention(q, k.expand(b, g, n, self.key_ch), v.expand(b, g, n, self.value_ch),
-                                             is_causal=True)  # (B, G, N, dv)
+        if g > 1:  # every query group reads the same keys and values (contiguous: fused kernels want real heads)
+            k, v = k.expand(b, g, n, self.key_ch).contiguous(), v.expand(b, g, n, self.value_ch).contiguous()
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, G, N, dv)
         return out.transpose(2, 3).reshape(b, g * self.value_ch, height, width)
 
     # --- incremental evaluation: a KV cache, one slot per finished pixel ---
