@@ -8,6 +8,7 @@ gradient accumulation and multi-process runs (``accelerate launch`` / ``torchrun
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -87,9 +88,12 @@ def _same_setup(saved: dict, cfg: RunConfig) -> str | None:
     if saved.get("family") != now["family"]:
         return f"family ({saved.get('family')} vs {now['family']})"
     for section in ("model", "data"):
+        defaults = {f.name: f.default for f in dataclasses.fields(getattr(cfg, section))}
         for k, v in now[section].items():
             if section == "data" and k in ("download", "root"):
                 continue  # where the files come from does not change the run
+            if k not in saved.get(section, {}) and v == defaults.get(k):
+                continue  # a setting added to the code after the run was saved, at its default
             if saved.get(section, {}).get(k) != v:
                 return f"{section}.{k} ({saved.get(section, {}).get(k)!r} vs {v!r})"
     return None
