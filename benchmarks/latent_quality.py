@@ -7,8 +7,9 @@
     # score again (other N or metrics) without training
     python benchmarks/latent_quality.py --data mnist --data-root ../shared/data --skip-train --out runs/latent-5m
 
-A latent recipe's budget includes its first stage: the shared autoencoder trains for ``--ae-budget`` and the
-second stage for ``--budget`` minus that (5m = 2m + 3m), so every row is ``--budget`` of training in all. The
+A latent recipe's budget includes its first stage: the shared autoencoder trains for ``--ae-budget``, encoding the
+training split with it takes E seconds (timed once, charged to every latent row), and the second stage trains
+for ``--budget`` minus both (5m = 2m + E + the rest), so every row is ``--budget`` of training in all. The
 pixel recipes train for the whole ``--budget``. Training runs one after another (never two at once); scoring
 comes after all training, so it cannot slow a timed run. Each row: classifier FD (``cfd``), classifier score
 (``cscore``), class accuracy for conditional recipes (``cacc``) and Inception FID at ``--n`` samples against as
@@ -34,6 +35,10 @@ RECIPES: dict[str, tuple[str, str | None, list[str], bool, dict]] = {
     "latent-diffusion": ("diffusion", "ldm-mnist", [], True, {"sampler": "dpmpp-2m", "steps": 20}),
     "latent-flow": ("diffusion", "ldm-mnist", ["model.formulation=flow"], True, {"sampler": "heun", "steps": 10}),
     "latent-pixelcnn": ("pixelcnn", "latent-pixelcnn-mnist", [], True, {}),
+    # PixelSNAIL (Chen et al. 2018) as the prior over the same codes: 2 blocks of 3 gated layers + attention
+    "latent-pixelsnail": ("pixelcnn", "latent-pixelcnn-mnist", ["model.arch=pixelsnail", "model.blocks=2",
+                                                                "model.layers=3", "model.key_channels=16",
+                                                                "model.value_channels=32"], True, {}),
     "flow": ("diffusion", "flow-mnist", [], False, {"sampler": "heun", "steps": 10}),
     "ddpm": ("diffusion", "ddpm-mnist", [], False, {"sampler": "dpmpp-2m", "steps": 20}),
     "pixelcnn": ("pixelcnn", None, [], False, {}),  # the family defaults, as a CPU user would start
@@ -46,8 +51,33 @@ def _minutes(text: str) -> float:
     return parse_budget(text)
 
 
+def _sample_options(args, name: str) -> dict:
+    opts = dict(RECIPES[name][4])
+    if "steps" in opts and args.steps:
+        opts["steps"] = args.steps
+    return opts
+
+
+def _encode_seconds(args, ae_dir: Path) -> float:
+    """Encode the training split once with the first stage, as a latent run's trainer does (the cache then
+    serves every latent recipe); the time is charged to every latent recipe's budget."""
+    from imagegen.config import DataConfig
+    from imagegen.data import cache_dir, load_dataset
+    from imagegen.latent import encode_dataset, load_first_stage
+
+    stage = load_first_stage(ae_dir)
+    for old in (cache_dir() / "latents").glob("*.safetensors"):
+        old.unlink()  # time a real encoding, not a cache hit
+    t0 = time.perf_counter()
+    data_cfg = DataConfig(name=args.data, root=str(args.data_root) if args.data_root else None)
+    encode_dataset(stage, load_dataset(data_cfg, "train"), data_cfg)
+    return time.perf_counter() - t0
+
+
 def _train(args, name: str, ae_dir: Path, ae_minutes: float) -> None:
+    """Train one recipe, then draw its 64-image grid and time it while the machine is still otherwise idle."""
     import imagegen
+    from imagegen.trainer import save_grid
 
     family, preset, extra, latent, _ = RECIPES[name]
     minutes = _minutes(args.budget) - (ae_minutes if latent else 0.0)
@@ -55,30 +85,36 @@ def _train(args, name: str, ae_dir: Path, ae_minutes: float) -> None:
     t0 = time.perf_counter()
     imagegen.train(family, preset=preset, out=args.out / name, data_root=args.data_root, budget=minutes,
                    overrides=overrides, latent=ae_dir if latent else None, fresh=True)
-    print(f"{name}: trained {minutes:g} min ({time.perf_counter() - t0:.0f} s wall clock with data loading)")
+    wall = time.perf_counter() - t0
+    model = imagegen.load(args.out / name, device="cpu")
+    labels = torch.arange(64) % model.info.num_classes if model.class_conditional else None
+    opts = _sample_options(args, name)
+    t0 = time.perf_counter()
+    grid = model.sample(64, labels=labels, seed=0, **opts)
+    sample_s = time.perf_counter() - t0
+    save_grid(grid, args.out / "grids" / f"{name}.png", nrow=8)
+    (args.out / name / "timing.json").write_text(json.dumps({"train_wall_s": round(wall, 1),
+                                                              "sample64_s": round(sample_s, 2)}))
+    print(f"{name}: trained {minutes:g} min ({wall:.0f} s wall clock with data loading); 64 samples in "
+          f"{sample_s:.1f} s")
 
 
 def _score(args, name: str) -> dict:
     import imagegen
-    from imagegen.trainer import save_grid
 
-    _, _, _, latent, sample_opts = RECIPES[name]
+    _, _, _, latent, _ = RECIPES[name]
+    sample_opts = _sample_options(args, name)
     run = args.out / name
     model = imagegen.load(run, device="cpu")
-    labels = torch.arange(64) % model.info.num_classes if model.class_conditional else None
-    t0 = time.perf_counter()
-    grid = model.sample(64, labels=labels, seed=0, **sample_opts)
-    sample_s = time.perf_counter() - t0
-    img_dir = args.out / "grids"
-    save_grid(grid, img_dir / f"{name}.png", nrow=8)
-    metrics = "cfd,cscore,cacc,fid" if model.class_conditional else "cfd,cscore,fid"
+    timing = json.loads((run / "timing.json").read_text()) if (run / "timing.json").is_file() else {}
+    metrics = args.metrics + (",cacc" if model.class_conditional else "")
     res = imagegen.evaluate_run(run, metrics=metrics, n=args.n, ref="test", data_root=args.data_root,
                                 inception_weights=args.inception_weights, seed=args.seed,
                                 sample_options=sample_opts, out=run / f"eval-{args.n}.json")
     meta = model.meta
     return {"recipe": name, "family": model.family, "latent": bool(latent), "step": meta.get("step"),
             "kimg": round(meta.get("images_seen", 0) / 1000, 1), "train_s": round(meta.get("elapsed_s", 0)),
-            "sampling": json.dumps(sample_opts), "sample64_s": round(sample_s, 2),
+            "sampling": json.dumps(sample_opts), **timing,
             **{k: v for k, v in res["summary"].items() if isinstance(v, (int, float))}}
 
 
@@ -97,11 +133,12 @@ def _score_first_stage(args, ae_dir: Path) -> dict:
     arr = args.out / "first-stage-reconstructions.npz"
     save_image_array(arr, to_uint8(rec), test.labels[idx] if test.labels is not None else None)
     save_grid(torch.stack([x[:32], rec[:32]], 1).flatten(0, 1), args.out / "grids" / "first-stage.png", nrow=8)
-    res = imagegen.evaluate_folder(arr, args.data, metrics="cfd,cscore,fid", n=len(idx), ref="test",
+    res = imagegen.evaluate_folder(arr, args.data, metrics=args.metrics, n=len(idx), ref="test",
                                    data_root=args.data_root, inception_weights=args.inception_weights)
     meta = model.meta
+    timing = json.loads((ae_dir / "timing.json").read_text()) if (ae_dir / "timing.json").is_file() else {}
     return {"recipe": "first-stage reconstructions", "family": "autoencoder", "step": meta.get("step"),
-            "kimg": round(meta.get("images_seen", 0) / 1000, 1), "train_s": round(meta.get("elapsed_s", 0)),
+            "kimg": round(meta.get("images_seen", 0) / 1000, 1), "train_s": round(meta.get("elapsed_s", 0)), **timing,
             "psnr_db": round(float(psnr(x, rec).mean()), 2),
             **{k: v for k, v in res["summary"].items() if isinstance(v, (int, float))}}
 
@@ -115,7 +152,10 @@ def main() -> None:
     p.add_argument("--recipes", default=",".join(RECIPES), help=f"comma list of: {', '.join(RECIPES)}")
     p.add_argument("--n", type=int, default=2000, help="samples scored against as many test images")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=None, help="sampling steps of every diffusion/flow recipe")
     p.add_argument("--inception-weights", default=None)
+    p.add_argument("--metrics", default="cfd,cscore,fid", help="what imagegen eval takes (cacc is added for "
+                                                                  "class-conditional recipes)")
     p.add_argument("--set", action="append", default=[], help="an override for every recipe, e.g. train.lr=1e-3")
     p.add_argument("--skip-train", action="store_true", help="score the runs already in --out")
     p.add_argument("--out", type=Path, default=Path("runs/latent-quality"))
@@ -131,12 +171,20 @@ def main() -> None:
     ae_dir = args.out / "first-stage"
     ae_minutes = _minutes(args.ae_budget)
     if not args.skip_train:
+        first_stage_minutes = 0.0
         if any(RECIPES[r][3] for r in names):
+            t0 = time.perf_counter()
             imagegen.train("autoencoder", preset="autoencoder-mnist", out=ae_dir, data_root=args.data_root,
                            budget=ae_minutes, overrides=[f"data.name={args.data}", f"train.seed={args.seed}",
                                                          "train.sample_every=0"], fresh=True)
+            ae_wall = time.perf_counter() - t0
+            encode_s = _encode_seconds(args, ae_dir)
+            first_stage_minutes = ae_minutes + encode_s / 60
+            (ae_dir / "timing.json").write_text(json.dumps({"train_wall_s": round(ae_wall, 1),
+                                                            "encode_train_split_s": round(encode_s, 1)}))
+            print(f"first stage: {ae_wall:.0f} s wall clock, encoding the training split {encode_s:.1f} s")
         for name in names:
-            _train(args, name, ae_dir, ae_minutes)
+            _train(args, name, ae_dir, first_stage_minutes)
     rows = []
     if any(RECIPES[r][3] for r in names):
         rows.append(_score_first_stage(args, ae_dir))

@@ -184,6 +184,9 @@ def test_latent_variant_round_trips_and_completes(name, tmp_path):
         if "steps" in api.inspect.signature(fam.complete).parameters:
             opts["steps"] = 3
         out = loaded.complete(x, mask, seed=0, **opts)
+        assert out.shape == x.shape and torch.equal(out[:, :, :8], x[:, :, :8])
+
+
 # formulations that change a family's training and sampling code: the core of the contract once more for each
 VARIANTS = [("diffusion", {"formulation": "flow"})]
 

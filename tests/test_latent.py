@@ -5,13 +5,12 @@ import shutil
 import pytest
 import torch
 
+from helpers import run_cli
 from imagegen import api, checkpoint, registry
 from imagegen.config import DataConfig
 from imagegen.data import load_dataset
 from imagegen.errors import ImagegenError
 from imagegen.latent import load_first_stage
-
-from helpers import run_cli
 
 AE = ["model.base_channels=8", "model.channel_mult=[1,2]", "model.latent_channels=2", "data.limit=128",
       "train.batch_size=32", "train.sample_every=0", "train.log_every=5"]

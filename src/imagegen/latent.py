@@ -93,7 +93,8 @@ class FirstStage:
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-        out = [self.module.decode(z[i:i + batch_size].to(self.device).float()) for i in range(0, z.shape[0], batch_size)]
+        out = [self.module.decode(z[i:i + batch_size].to(self.device).float())
+               for i in range(0, z.shape[0], batch_size)]
         return torch.cat(out).to(z.device)
 
     def latent_mask(self, mask: torch.Tensor) -> torch.Tensor:
