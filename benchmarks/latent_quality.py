@@ -34,6 +34,9 @@ from imagegen.evaluate import commit_label, hardware_label
 RECIPES: dict[str, tuple[str, str | None, list[str], bool, dict]] = {
     "latent-diffusion": ("diffusion", "ldm-mnist", [], True, {"sampler": "dpmpp-2m", "steps": 20}),
     "latent-flow": ("diffusion", "ldm-mnist", ["model.formulation=flow"], True, {"sampler": "heun", "steps": 10}),
+    # the other formulations on the same network and codes, for the quality-against-network-calls sweep
+    "latent-eps": ("diffusion", "ldm-mnist", ["model.formulation=eps"], True, {"sampler": "dpmpp-2m", "steps": 20}),
+    "latent-edm": ("diffusion", "ldm-mnist", ["model.formulation=edm"], True, {"sampler": "heun", "steps": 10}),
     "latent-pixelcnn": ("pixelcnn", "latent-pixelcnn-mnist", [], True, {}),
     # PixelSNAIL (Chen et al. 2018) as the prior over the same codes: 2 blocks of 3 gated layers + attention
     "latent-pixelsnail": ("pixelcnn", "latent-pixelcnn-mnist", ["model.arch=pixelsnail", "model.blocks=2",
@@ -118,6 +121,24 @@ def _score(args, name: str) -> dict:
             **{k: v for k, v in res["summary"].items() if isinstance(v, (int, float))}}
 
 
+def _nfe_sweep(args, name: str) -> list[dict]:
+    """Classifier FD at N samples against the network calls of each sampler (cheap on codes: the UNet runs on
+    8x8 latents), for one diffusion recipe."""
+    import imagegen
+    from imagegen.samplers import network_calls
+
+    rows = []
+    for sampler in ("euler", "heun", "dpmpp-2m"):
+        for nfe in args.nfe:
+            steps = (nfe + 1) // 2 if sampler == "heun" else nfe
+            res = imagegen.evaluate_run(args.out / name, metrics="cfd", n=args.n, ref="test", data_root=args.data_root,
+                                        seed=args.seed, sample_options={"sampler": sampler, "steps": steps})
+            rows.append({"recipe": name, "sampler": sampler, "steps": steps, "nfe": network_calls(sampler, steps),
+                         "fid_clf": res["summary"]["fid_clf"]})
+            print(json.dumps(rows[-1]))
+    return rows
+
+
 def _score_first_stage(args, ae_dir: Path) -> dict:
     import imagegen
     from imagegen.config import DataConfig
@@ -158,6 +179,9 @@ def main() -> None:
                                                                   "class-conditional recipes)")
     p.add_argument("--set", action="append", default=[], help="an override for every recipe, e.g. train.lr=1e-3")
     p.add_argument("--skip-train", action="store_true", help="score the runs already in --out")
+    p.add_argument("--skip-score", action="store_true", help="train (and time the grids) only")
+    p.add_argument("--nfe", type=lambda v: [int(x) for x in v.split(",") if x], default=[],
+                   help="also score classifier FD of the latent diffusion recipes at these network calls, e.g. 4,10,20")
     p.add_argument("--out", type=Path, default=Path("runs/latent-quality"))
     args = p.parse_args()
     names = [r for r in args.recipes.split(",") if r]
@@ -185,10 +209,16 @@ def main() -> None:
             print(f"first stage: {ae_wall:.0f} s wall clock, encoding the training split {encode_s:.1f} s")
         for name in names:
             _train(args, name, ae_dir, first_stage_minutes)
+    if args.skip_score:
+        return
     rows = []
     if any(RECIPES[r][3] for r in names):
         rows.append(_score_first_stage(args, ae_dir))
     rows += [_score(args, name) for name in names]
+    sweep = [r for name in names if args.nfe and RECIPES[name][0] == "diffusion" and RECIPES[name][3]
+             for r in _nfe_sweep(args, name)]
+    if sweep:
+        (args.out / "nfe-sweep.json").write_text(json.dumps(sweep, indent=2))
     header = {"command": "benchmarks/latent_quality.py", "data": args.data, "budget": args.budget,
               "ae_budget": args.ae_budget, "n": args.n, "seed": args.seed, "commit": commit_label(),
               "hardware": hardware_label("cpu")}
