@@ -34,7 +34,8 @@ def list_cmd() -> None:
 
     _echo("families:")
     for name in registry.FAMILIES:
-        caps = registry.capabilities(name)
+        caps = [f"restore ({', '.join(registry.restore_tasks(name))})" if c == "restore" else c
+                for c in registry.capabilities(name)]
         _echo(f"  {name:<10} sample{', ' + ', '.join(caps) if caps else ''}")
     _echo("datasets:")
     for d in DATASETS:
