@@ -397,6 +397,7 @@ def _register_extensions() -> None:
     except ImportError:
         return
     cli_eval.register(app)
+    __import__(f"{__package__}.cli_restore", fromlist=["register"]).register(app)  # restore, enhance
 
 
 _register_extensions()

@@ -21,8 +21,8 @@ Each ``A+`` here is the Moore-Penrose pseudo-inverse: for average pooling A A^T 
 A+ = A^T (A A^T)^-1 = K^2 A^T is replication; for the channel mean A A^T = I / 3 and A+ = 3 A^T is
 replication too. So A(A+(y)) = y exactly for ``srK`` and ``colourise`` (and their compositions), and
 A+(A(x)) = A(x) for a mask. The projection onto the measurements, x -> A+ y + (I - A+ A) x, is what makes
-a restored image honour a noiseless y (DDNM eq. 8); :meth:`Operator.finalize` applies it after
-alternating it with clipping to [-1, 1] (POCS), so the result honours y and the data range together.
+a restored image honour a noiseless y (DDNM eq. 8); :meth:`Operator.finalize` finds the nearest image
+that honours y and stays in [-1, 1] together.
 """
 
 from __future__ import annotations
@@ -192,19 +192,27 @@ class Operator:
             return mask.to(y.device, y.dtype).expand_as(y).flatten(1).sum(1).clamp_min(1.0)
         return torch.full((y.shape[0],), float(y[0].numel()), device=y.device)
 
-    def finalize(self, x: torch.Tensor, y: torch.Tensor, rounds: int = 20) -> torch.Tensor:
-        """The result a family returns. Noiseless: alternate clipping to [-1, 1] with the projection onto
-        {A x = y} (projections onto convex sets, Youla & Webb 1982), ending with the projection, so A(x)
-        equals y to float precision and x stays within [-1, 1] but for what the two sets leave (usually
-        nothing: y came from an image in range). Noisy: clipped only, as y itself is not to be kept."""
+    def finalize(self, x: torch.Tensor, y: torch.Tensor, iterations: int = 60) -> torch.Tensor:
+        """The result a family returns. Noiseless: the nearest image to x in [-1, 1] with A(x) = y. Every
+        measured value here is the mean of its own group of pixels (a block, the channels, or both), and
+        for one group the nearest point with a given mean inside the box is clip(x + t) for the scalar t
+        that gives that mean (the KKT conditions), so t = A+ of a shift found by bisection, entry by entry
+        (the groups are disjoint and the mean of clip(x + t) grows with t). A last exact projection puts
+        A(x) on y to float precision. A mask keeps the given pixels. Noisy: clipped only, as y itself is
+        not to be kept."""
         if not self.noiseless:
             return x.clamp(-1, 1)
-        if self.mask is not None:  # exact in one step: the known pixels as given
+        if self.mask is not None or self.is_identity:
             return self.project(x.clamp(-1, 1), y)
-        x = self.project(x, y)
-        for _ in range(rounds):
-            x = self.project(x.clamp(-1, 1), y)
-        return x
+        y_in = y.clamp(-1, 1)  # a mean of values in [-1, 1] lies in [-1, 1]
+        span = float(x.abs().max()) + 2.0
+        lo, hi = torch.full_like(y, -span), torch.full_like(y, span)
+        for _ in range(iterations):
+            t = (lo + hi) / 2
+            low = self.forward((x + self.pinv(t)).clamp(-1, 1)) < y_in
+            lo, hi = torch.where(low, t, lo), torch.where(low, hi, t)
+        x = (x + self.pinv((lo + hi) / 2)).clamp(-1, 1)
+        return self.project(x, y)
 
     def measurement_shape(self, channels: int, size: int) -> tuple[int, int]:
         """(channels, size) of y for a model's (channels, size)."""
@@ -252,7 +260,7 @@ def parse_task(task: str, channels: int, size: int, mask: torch.Tensor | None = 
         elif name in _COLOUR_NAMES:
             if "colourise" in seen:
                 raise ImagegenError(f"--task {task}: colourise appears twice")
-            maps.insert(0, Greyscale(channels))  # first: the channel mean commutes with pooling anyway
+            maps.insert(0, Greyscale(3))  # first: the channel mean commutes with pooling anyway
             seen.add("colourise")
         elif name == "denoise":
             try:

@@ -273,18 +273,24 @@ def sample_ddnm(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor,
     carries x0_hat with the weight a = 1 - sigma_down / sigma, so the correction brings noise of std
     a * lam * sigma_y into x_next (per pixel, for operators whose A+ keeps the noise's std, as replication
     and masking do); lam = min(1, sigma_up / (a sigma_y)) and gamma = sqrt(sigma_up^2 - (a lam sigma_y)^2)
-    keep the step's total noise at sigma_up. With sigma_y = 0 this is DDNM itself: lam = 1, the null-space
-    projection, at every step including the last, so the result satisfies A x = y."""
+    keep the step's total noise at sigma_up. On a step without fresh noise (the last, to sigma = 0) the paper's
+    rule gives lam = 0 for any sigma_y > 0; here lam = sigma^2 / (sigma^2 + sigma_y^2) instead, so the result
+    tends to the noiseless one as sigma_y -> 0. With sigma_y = 0 this is DDNM itself: lam = 1, the
+    null-space projection, at every step including the last, so the result satisfies A x = y."""
     sigmas = sigmas.to(device=x.device, dtype=x.dtype)
     for i in range(len(sigmas) - 1):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         x0 = denoiser(x, sigma)
         sigma_down, sigma_up = ancestral_sigmas(sigma, sigma_next, eta)
         gamma = sigma_up
-        if sigma_y > 0:
+        if sigma_y > 0 and sigma_up > 0:
             a = float(1 - sigma_down / sigma)
             lam = min(1.0, float(sigma_up) / (a * sigma_y)) if a > 0 else 1.0
             gamma = (sigma_up**2 - (a * lam * sigma_y) ** 2).clamp_min(0).sqrt()
+        elif sigma_y > 0:  # a step without fresh noise (the last one): no budget to spend, so weigh y
+            # against x0_hat as a Kalman gain would, taking sigma^2 as x0_hat's error variance (x itself
+            # is an estimate of x0 with that variance); continuous in sigma_y, 1 as sigma_y -> 0
+            lam = float(sigma**2 / (sigma**2 + sigma_y**2))
         else:
             lam = 1.0
         x0 = x0 - lam * pinv(forward(x0) - y)
