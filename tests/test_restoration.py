@@ -6,19 +6,18 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import run_cli
 from imagegen import api, checkpoint, config, registry
 from imagegen import restoration as R
 from imagegen import samplers as S
 from imagegen.data import DataInfo
 from imagegen.errors import ImagegenError
 
-from helpers import run_cli
-
 GREY = DataInfo(channels=1, size=16, num_classes=0, bits=8, name="unit")
 RGB = DataInfo(channels=3, size=16, num_classes=0, bits=8, name="unit3")
 # few network calls: enough to exercise every path, not to restore anything well
-FAST = {"diffusion": {"steps": 3, "resample": 1}, "gan": {"steps": 4, "restarts": 2}, "vae": {"iterations": 3, "steps": 4},
-        "pixelcnn": {}}
+FAST = {"diffusion": {"steps": 3, "resample": 1}, "gan": {"steps": 4, "restarts": 2},
+        "vae": {"iterations": 3, "steps": 4}, "pixelcnn": {}}
 
 
 def _images(info, n=2, seed=0):

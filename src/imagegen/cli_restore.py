@@ -106,6 +106,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Super-resolution by 2 or 4: 'imagegen restore --task srK' with the model as the prior."""
         if scale not in (2, 4):
-            raise ImagegenError(f"--scale must be 2 or 4, got {scale}; other factors: imagegen restore --task sr{scale}")
+            raise ImagegenError(f"--scale must be 2 or 4, got {scale}; for other factors use "
+                                f"imagegen restore --task sr{scale}")
         _restore(run, image, f"sr{scale}", None, None, n, out, compare, labels, seed, device,
                  _given(method=method, steps=steps))
