@@ -89,6 +89,8 @@ def _same_setup(saved: dict, cfg: RunConfig) -> str | None:
         for k, v in now[section].items():
             if section == "data" and k in ("download", "root"):
                 continue  # where the files come from does not change the run
+            if section == "data" and k == "augment" and not v and k not in saved.get("data", {}):
+                continue  # a run saved before data.augment existed had none
             if saved.get(section, {}).get(k) != v:
                 return f"{section}.{k} ({saved.get(section, {}).get(k)!r} vs {v!r})"
     return None
@@ -327,7 +329,7 @@ def train(cfg: RunConfig, out: str | Path, *, fresh: bool = False, progress: boo
         while not stop_now():
             for _ in range(t.grad_accum_steps):
                 idx = sampler.next().to(device)
-                batch = dataset.batch(idx, hflip=cfg.data.hflip)
+                batch = dataset.batch(idx, hflip=cfg.data.hflip, augment=cfg.data.augment)
                 with accel.accumulate(model), accel.autocast():
                     logs = fam.train_step(model, batch, opts, step, accel)
                 loss = logs.get("loss")
