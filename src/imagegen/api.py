@@ -1,5 +1,5 @@
 """The public Python API: ``train`` a run, ``load`` a checkpoint, and a ``LoadedModel`` wrapper that
-speaks the family contract (sample, nll, complete, denoise, interpolate, reconstruct, restore)."""
+speaks the family contract (sample, nll, complete, denoise, interpolate, reconstruct)."""
 
 from __future__ import annotations
 
