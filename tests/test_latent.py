@@ -167,3 +167,16 @@ def test_cli_train_latent_and_info(ae_run, tmp_path, capsys):
     assert code == 0 and (tmp_path / "g.png").is_file()
     code, stdout, _ = run_cli(["list"], capsys)
     assert "first stage of latent models" in stdout
+
+
+def test_latent_restore_inpaints_and_refuses_pixel_operators(ae_run, tmp_path):
+    model = api.load(_second_stage("diffusion", ae_run, tmp_path / "d"), device="cpu")
+    x = _digits(2)
+    mask = torch.zeros(1, 1, 16, 16)
+    mask[..., :8, :] = 1
+    out = model.restore(x, "inpaint", mask=mask, steps=3)
+    assert torch.equal(out[..., :8, :], x[..., :8, :])
+    with pytest.raises(ImagegenError, match="restores by inpainting only"):
+        model.restore(x[:, :, ::2, ::2].contiguous(), "sr2")
+    with pytest.raises(ImagegenError, match="data.augment"):
+        _second_stage("diffusion", ae_run, tmp_path / "a", extra=["data.augment=[rotate:10]"])

@@ -198,6 +198,53 @@ class LoadedModel:
         return self._decoded(self._call("denoise", self._encoded(self._images(x)), strength, labels=labels,
                                         generator=self._generator(seed), **options)).float().cpu()
 
+    def restore(self, y: torch.Tensor, operator, mask=None, labels=None, seed: int | None = 0,
+                **options) -> torch.Tensor:
+        """Recover images x from a measurement y = A(x) + noise (docs/restoration.md). ``operator``: an
+        ``imagegen.restoration.Operator`` or a task string (``sr2``, ``sr4``, ``denoise:0.2``, ``colourise``,
+        ``inpaint``, joined with ``+``); ``inpaint`` takes ``mask`` (1 = known). ``y`` has the measurement's
+        shape: (N, C, H/K, W/K) for srK, (N, 1, H, W) for colourise. Returns (N, C, H, W) on the CPU; for a
+        noiseless operator A(result) equals y to float precision."""
+        from . import restoration
+
+        c, s = self.info.channels, self.info.size
+        if isinstance(operator, str):
+            m = None
+            if mask is not None:
+                if not isinstance(y, torch.Tensor) or y.dim() != 4:
+                    raise ImagegenError(f"y must be a float tensor (N, C, H, W), got {type(y).__name__}")
+                m = self._mask(mask, y)
+            operator = restoration.parse_task(operator, c, s, m)
+        elif not isinstance(operator, restoration.Operator):
+            raise ImagegenError(f"operator must be a task string like 'sr4' or an imagegen.restoration.Operator, "
+                                f"got {type(operator).__name__}")
+        restoration.check_offered(self.family, operator)
+        y = self._measurement(y, *operator.measurement_shape(c, s), noisy=not operator.noiseless)
+        if self.first_stage is not None:  # the operators act on pixels, the family on codes
+            if operator.mask is None or not operator.noiseless:
+                raise ImagegenError(f"a latent model restores by inpainting only (task inpaint), not "
+                                    f"{operator.describe()}: its operators act on pixels and the model on codes; "
+                                    f"use a pixel-space model")
+            return self.complete(y, operator.mask, labels=labels, seed=seed, **options)
+        return self._call("restore", y, operator.to(self.device), labels=labels, generator=self._generator(seed),
+                          **options).float().cpu()
+
+    def _measurement(self, y, c: int, s: int, noisy: bool) -> torch.Tensor:
+        """``_images`` for a measurement of shape (N, c, s, s); a noisy one may leave [-1, 1]."""
+        want = f"a float tensor of shape (N, {c}, {s}, {s})" + ("" if noisy else " with values in [-1, 1]")
+        if not isinstance(y, torch.Tensor) or not y.is_floating_point():
+            got = type(y).__name__ if not isinstance(y, torch.Tensor) else f"dtype {y.dtype}"
+            raise ImagegenError(f"the measurement must be {want}, got {got}")
+        if y.dim() != 4 or tuple(y.shape[1:]) != (c, s, s) or y.shape[0] == 0:
+            raise ImagegenError(f"the measurement must be {want} for this operator and model, got shape "
+                                f"{tuple(y.shape)}")
+        if not torch.isfinite(y).all():
+            raise ImagegenError("the measurement contains NaN or infinite values")
+        if not noisy and (y.min().item() < -1 - 1e-4 or y.max().item() > 1 + 1e-4):
+            raise ImagegenError(f"the measurement must have values in [-1, 1], got [{y.min().item():.4g}, "
+                                f"{y.max().item():.4g}]; imagegen.data.to_float maps uint8 0..255 to [-1, 1]")
+        return y.to(self.device)
+
     def interpolate(self, a, b, frames: int = 8, labels=None, seed: int | None = 0, **options):
         a = None if a is None else self._encoded(self._images(a, "a"))
         b = None if b is None else self._encoded(self._images(b, "b"))

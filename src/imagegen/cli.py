@@ -34,7 +34,9 @@ def list_cmd() -> None:
 
     _echo("families:")
     for name in registry.FAMILIES:
-        caps = (["sample"] if registry.generative(name) else []) + registry.capabilities(name)
+        caps = (["sample"] if registry.generative(name) else []) + [
+            f"restore ({', '.join(registry.restore_tasks(name))})" if c == "restore" else c
+            for c in registry.capabilities(name)]
         role = "" if registry.generative(name) else "  (first stage of latent models: train FAMILY --latent RUN)"
         _echo(f"  {name:<11} {', '.join(caps)}{role}")
     _echo("datasets:")
@@ -405,6 +407,7 @@ def _register_extensions() -> None:
     except ImportError:
         return
     cli_eval.register(app)
+    __import__(f"{__package__}.cli_restore", fromlist=["register"]).register(app)  # restore, enhance
 
 
 _register_extensions()

@@ -144,9 +144,10 @@ def find_first_stage(record: dict, run_path: str | Path | None, device="cpu",
 
 def check_data_config(cfg) -> None:
     """Settings that act on pixels cannot act on codes: refuse them for latent runs."""
-    if cfg.data.latent and cfg.data.hflip:
-        raise ImagegenError("data.hflip flips codes, not images, in a latent model; train the first stage with "
-                            "it instead, or drop --set data.hflip=true")
+    if cfg.data.latent and (cfg.data.hflip or cfg.data.augment):
+        what = "data.hflip" if cfg.data.hflip else "data.augment"
+        raise ImagegenError(f"{what} would transform codes, not images, in a latent model; train the first stage "
+                            f"with it instead, or drop it")
     if cfg.data.latent and cfg.family == FIRST_STAGE_FAMILY:
         raise ImagegenError("an autoencoder cannot be trained on another autoencoder's codes; drop --latent")
 

@@ -33,9 +33,16 @@ def get_family(name: str) -> ModuleType:
 
 
 def capabilities(name: str) -> list[str]:
-    """Optional contract functions a family offers (nll, complete, denoise, interpolate, ...)."""
+    """Optional contract functions a family offers (nll, complete, denoise, interpolate, restore, ...)."""
     module = get_family(name)
-    return [f for f in ("nll", "complete", "denoise", "interpolate", "reconstruct") if hasattr(module, f)]
+    return [f for f in ("nll", "complete", "denoise", "interpolate", "reconstruct", "restore") if hasattr(module, f)]
+
+
+def restore_tasks(name: str) -> tuple[str, ...]:
+    """The restoration tasks (imagegen.restoration.TASKS: inpaint, sr, colourise, denoise) a family's
+    ``restore`` solves, from its ``RESTORE_TASKS``; () when it has no ``restore``."""
+    module = get_family(name)
+    return tuple(getattr(module, "RESTORE_TASKS", ())) if hasattr(module, "restore") else ()
 
 
 def generative(name: str) -> bool:

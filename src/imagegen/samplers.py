@@ -311,6 +311,54 @@ def sample_repaint(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, x_
     return torch.where(mask > 0.5, x_known, x)
 
 
+def projected_denoiser(denoiser: Denoiser, project: Callable[[torch.Tensor], torch.Tensor]) -> Denoiser:
+    """DDNM's range-null space decomposition as a denoiser (Wang et al. 2023, eq. 8 and algorithm 1):
+    every x0_hat is replaced by ``project(x0_hat)`` = A+ y + (I - A+ A) x0_hat, which keeps the part of
+    x0_hat that the measurement y cannot see and takes the rest from y. Any sampler above then solves a
+    noiseless linear inverse problem with no backward pass through the network."""
+
+    def projected(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        return project(denoiser(x, sigma))
+
+    return projected
+
+
+@torch.no_grad()
+def sample_ddnm(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor,
+                forward: Callable[[torch.Tensor], torch.Tensor], pinv: Callable[[torch.Tensor], torch.Tensor],
+                y: torch.Tensor, sigma_y: float = 0.0, generator: torch.Generator | None = None,
+                eta: float = 0.85) -> torch.Tensor:
+    """DDNM+ (Wang et al. 2023, sec. 3.3, eqs. 17-19) in the VE frame, for y = A x0 + sigma_y n: before each
+    ancestral DDIM step (``eta``; DDNM's default 0.85) the denoiser's x0_hat is corrected in the range
+    space, x0_hat <- x0_hat - lam A+(A x0_hat - y). The step x_next = x0_hat + sigma_down eps_hat + gamma z
+    carries x0_hat with the weight a = 1 - sigma_down / sigma, so the correction brings noise of std
+    a * lam * sigma_y into x_next (per pixel, for operators whose A+ keeps the noise's std, as replication
+    and masking do); lam = min(1, sigma_up / (a sigma_y)) and gamma = sqrt(sigma_up^2 - (a lam sigma_y)^2)
+    keep the step's total noise at sigma_up. On a step without fresh noise (the last, to sigma = 0) the paper's
+    rule gives lam = 0 for any sigma_y > 0; here lam = sigma^2 / (sigma^2 + sigma_y^2) instead, so the result
+    tends to the noiseless one as sigma_y -> 0. With sigma_y = 0 this is DDNM itself: lam = 1, the
+    null-space projection, at every step including the last, so the result satisfies A x = y."""
+    sigmas = sigmas.to(device=x.device, dtype=x.dtype)
+    for i in range(len(sigmas) - 1):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        x0 = denoiser(x, sigma)
+        sigma_down, sigma_up = ancestral_sigmas(sigma, sigma_next, eta)
+        gamma = sigma_up
+        if sigma_y > 0 and sigma_up > 0:
+            a = float(1 - sigma_down / sigma)
+            lam = min(1.0, float(sigma_up) / (a * sigma_y)) if a > 0 else 1.0
+            gamma = (sigma_up**2 - (a * lam * sigma_y) ** 2).clamp_min(0).sqrt()
+        elif sigma_y > 0:  # a step without fresh noise (the last one): no budget to spend, so weigh y
+            # against x0_hat as a Kalman gain would, taking sigma^2 as x0_hat's error variance (x itself
+            # is an estimate of x0 with that variance); continuous in sigma_y, 1 as sigma_y -> 0
+            lam = float(sigma**2 / (sigma**2 + sigma_y**2))
+        else:
+            lam = 1.0
+        x0 = x0 - lam * pinv(forward(x0) - y)
+        x = _step_down(x, x0, sigma, sigma_down, gamma, generator)
+    return x
+
+
 def run_sampler(name: str, denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor,
                 generator: torch.Generator | None = None, eta: float = 0.0, frame: str = "ve") -> torch.Tensor:
     """Dispatch by name (the CLI's ``--sampler``). ``frame``: the ODE ``heun`` integrates (``FRAMES``);
@@ -340,6 +388,6 @@ def network_calls(name: str, steps: int) -> int:
 
 
 __all__ = ["FRAMES", "SAMPLERS", "ancestral_sigmas", "discrete_sigmas", "discrete_timesteps", "guided_denoiser",
-           "karras_sigmas", "network_calls", "run_sampler", "sample_ddim", "sample_ddpm", "sample_ddpm_large",
-           "sample_dpmpp_2m", "sample_euler", "sample_flow_heun", "sample_heun", "sample_repaint",
-           "uniform_t_sigmas", "vp_sigmas"]
+           "karras_sigmas", "network_calls", "projected_denoiser", "run_sampler", "sample_ddim", "sample_ddnm",
+           "sample_ddpm", "sample_ddpm_large", "sample_dpmpp_2m", "sample_euler", "sample_flow_heun", "sample_heun",
+           "sample_repaint", "uniform_t_sigmas", "vp_sigmas"]

@@ -352,7 +352,7 @@ def train(cfg: RunConfig, out: str | Path, *, fresh: bool = False, progress: boo
         while not stop_now():
             for _ in range(t.grad_accum_steps):
                 idx = sampler.next().to(device)
-                batch = dataset.batch(idx, hflip=cfg.data.hflip)
+                batch = dataset.batch(idx, hflip=cfg.data.hflip, augment=cfg.data.augment)
                 with accel.accumulate(model), accel.autocast():
                     logs = fam.train_step(model, batch, opts, step, accel)
                 loss = logs.get("loss")

@@ -543,6 +543,70 @@ def denoise(model: Diffusion, x, strength: float = 0.5, labels=None, generator=N
     return S.run_sampler(sampler, denoiser, x_start, sigmas, generator, frame=_frame(model)).clamp(-1, 1)
 
 
+RESTORE_TASKS = ("inpaint", "sr", "colourise", "denoise")
+RESTORE_METHODS = ("auto", "ddnm", "repaint", "noisy-start")
+
+
+@torch.no_grad()
+def restore(model: Diffusion, y_meas, operator, labels=None, generator=None, method: str = "auto",
+            sampler: str = "ddim", steps: int = 50, eta: float = 0.85, resample: int = 5, guidance: float = 1.0,
+            schedule: str = "auto", clip_denoised: bool = True) -> torch.Tensor:
+    """Recover x from y = A(x) + sigma_y n (``operator``: an :class:`imagegen.restoration.Operator`) with
+    the model as the prior, using only A and A+ (no backward pass through the network). ``method``:
+
+    - ``ddnm`` (Wang et al. 2023): noiseless, the null-space projection of every x0_hat
+      (``samplers.projected_denoiser``) inside ``sampler`` (ddim with ``eta``, ddpm, dpmpp-2m, heun); noisy,
+      DDNM+ (``samplers.sample_ddnm``: a scaled range-space correction and reduced step noise; needs eta > 0);
+    - ``repaint``: a noiseless mask, by :func:`complete` (RePaint: ``steps * resample`` network calls);
+    - ``noisy-start``: the identity with noise: y = x0 + sigma_y n *is* the diffusion state at sigma_y in the
+      VE frame, so ``sampler`` runs from y over the schedule's levels below sigma_y (posterior sampling for
+      Gaussian denoising, as in Kadkhodaie & Simoncelli 2021 and SNIPS, Kawar et al. 2021).
+
+    ``auto``: repaint for a noiseless mask (so ``complete`` is this function's masked case), noisy-start for
+    denoising alone, ddnm otherwise. A noiseless result is projected onto the measurements (A(x) = y)."""
+    from ..restoration import Operator
+
+    if method not in RESTORE_METHODS:
+        raise ImagegenError(f"--method must be one of {', '.join(RESTORE_METHODS)}, got '{method}'")
+    if not isinstance(operator, Operator):
+        raise ImagegenError("restore takes an imagegen.restoration.Operator (restoration.parse_task builds one)")
+    _check_sampler(model, sampler)
+    device = _device(model)
+    op = operator.to(device)
+    y_meas = y_meas.to(device, torch.float32)
+    n = y_meas.shape[0]
+    if method == "auto":
+        method = ("repaint" if op.mask is not None and op.noiseless else
+                  "noisy-start" if op.is_identity else "ddnm")
+    if method == "repaint":
+        if op.mask is None or not op.noiseless:
+            raise ImagegenError("--method repaint is for inpainting without noise; use --method ddnm")
+        return complete(model, y_meas, op.mask, labels, generator, steps=steps, resample=resample,
+                        guidance=guidance, schedule=schedule, clip_denoised=clip_denoised)
+    y = _image_labels(model, labels, n, device)
+    denoiser = make_denoiser(model, y, guidance, clip_denoised)
+    sigmas = make_sigmas(model, sampler, steps, schedule)  # (steps + 1,)
+    if method == "noisy-start":
+        if not op.is_identity or op.noiseless:
+            raise ImagegenError("--method noisy-start is for denoising alone (task denoise:S); use --method ddnm")
+        below = sigmas[sigmas < op.sigma]
+        start = min(op.sigma, float(sigmas[0]))
+        sigmas = torch.cat([sigmas.new_tensor([start]), below])
+        out = S.run_sampler(sampler, denoiser, y_meas.clone(), sigmas, generator, eta=eta)
+        return op.finalize(out, y_meas)
+    x_T = torch.randn((n, model.channels, model.size, model.size), device=device, generator=generator)
+    x_T = x_T * model.prior_std(float(sigmas[0]))
+    if op.noiseless:
+        projected = S.projected_denoiser(denoiser, lambda x0: op.project(x0, y_meas))
+        out = S.run_sampler(sampler, projected, x_T, sigmas, generator, eta=eta)
+    else:
+        if eta <= 0:
+            raise ImagegenError("DDNM+ for a noisy measurement needs --eta > 0 (its noise budget is the step's "
+                                "fresh noise); the default is 0.85")
+        out = S.sample_ddnm(denoiser, x_T, sigmas, op.forward, op.pinv, y_meas, op.sigma, generator, eta=eta)
+    return op.finalize(out, y_meas)
+
+
 @torch.no_grad()
 def invert(model: Diffusion, x: torch.Tensor, steps: int = 50, labels=None, schedule: str = "auto") -> torch.Tensor:
     """DDIM inversion (Song et al. 2021, sec. 4.3; Dhariwal & Nichol 2021, appendix F): integrate the
@@ -764,5 +828,5 @@ def num_parameters(model: nn.Module) -> int:
 
 
 __all__ = ["Config", "Diffusion", "NAME", "NLL_KIND", "PREVIEW_OPTIONS", "TEST_CONFIG", "TRAIN_DEFAULTS", "UNet",
-           "build", "complete", "denoise", "discretized_gaussian_log_prob", "interpolate", "invert",
+           "build", "complete", "denoise", "restore", "discretized_gaussian_log_prob", "interpolate", "invert",
            "make_denoiser", "make_sigmas", "nll", "normal_kl", "sample", "snap_to_levels", "train_step"]

@@ -684,6 +684,21 @@ def complete(model: AutoregressiveModel, x: torch.Tensor, mask: torch.Tensor, la
     return torch.where(known, x_given, out)  # the given pixels exactly as they came in
 
 
+RESTORE_TASKS = ("inpaint",)
+
+
+def restore(model: AutoregressiveModel, y_meas: torch.Tensor, operator, labels=None, generator=None,
+            temperature: float = 1.0, sampler: str = "cached") -> torch.Tensor:
+    """Restoration for an autoregressive model: exact conditional sampling needs the known values to be
+    pixels of the image, so only a noiseless mask is offered (it is :func:`complete`). Any other operator
+    (a pooled, grey or noisy measurement) would need p(x | A x) summed over every image: a one-line error
+    names the families that offer it."""
+    from ..restoration import check_offered
+
+    check_offered(NAME, operator)  # a mask with noise asks for denoise too, which is not offered here
+    return complete(model, y_meas, operator.mask, labels, generator, temperature=temperature, sampler=sampler)
+
+
 # ---------------------------------------------------------------------------------------------- contract
 
 
