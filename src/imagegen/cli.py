@@ -396,6 +396,7 @@ def _register_extensions() -> None:
     except ImportError:
         return
     cli_eval.register(app)
+    __import__("imagegen.cli_serve", fromlist=["register"]).register(app)  # imagegen serve (the web app)
 
 
 _register_extensions()
