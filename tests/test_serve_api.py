@@ -23,7 +23,7 @@ from helpers import run_cli  # noqa: E402
 from imagegen import registry  # noqa: E402
 from imagegen.server import Limits, create_app, load_runs  # noqa: E402
 from imagegen.server import tasks as server_tasks  # noqa: E402
-from serve_fixtures import train_tiny_runs  # noqa: E402
+from serve_fixtures import tiny_runs  # noqa: E402
 
 LIMITS = Limits(max_images=16, max_steps=1000, max_upload_bytes=20_000, max_upload_pixels=64 * 64, max_queue=3)
 FAST = {"diffusion": {"steps": 3}, "gan": {}, "pixelcnn": {}, "vae": {}}
@@ -33,7 +33,7 @@ FAST_COMPLETE = {"diffusion": {"steps": 3, "resample": 1}, "gan": {"steps": 3, "
 
 @pytest.fixture(scope="module")
 def run_dirs(tmp_path_factory):
-    return train_tiny_runs(tmp_path_factory.mktemp("serve"))
+    return tiny_runs(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +77,7 @@ def test_runs_list_every_family_and_options_from_the_contract(client):
     assert [r["id"] for r in runs] == list(range(4))
     for r in runs:
         fam = registry.get_family(r["family"])
-        assert r["step"] == 2 and r["images_seen"] == 32 and r["size"] == 16 and r["channels"] == 1
+        assert r["step"] == 1 and r["images_seen"] == 16 and r["size"] == 16 and r["channels"] == 1
         assert set(r["ops"]) == {"sample", *[op for op in ("complete", "denoise", "interpolate") if hasattr(fam, op)]}
         names = [o["name"] for o in r["ops"]["sample"]["options"]]
         sig = inspect.signature(fam.sample).parameters
@@ -113,11 +113,11 @@ def test_capabilities_list_restore_tasks_from_the_table(client, monkeypatch):
 def test_run_detail_grids_and_test_images(client):
     d = client.get(f"/api/runs/{client.ids['vae']}").json()
     assert d["config"]["family"] == "vae" and d["checkpoint"].endswith(".safetensors")
-    assert d["sample_grids"] == ["step-00000002.png"]
+    assert d["sample_grids"] == ["step-00000001.png"]
     assert d["test_images"] == {"available": True, "count": 297}  # the digits test split
-    g = client.get(f"/api/runs/{d['id']}/samples/step-00000002.png")
+    g = client.get(f"/api/runs/{d['id']}/samples/step-00000001.png")
     assert g.status_code == 200 and g.headers["content-type"] == "image/png"
-    for name in ("config.json", "..%2Fconfig.json", "step-00000003.png", "%2Fetc%2Fpasswd"):
+    for name in ("config.json", "..%2Fconfig.json", "step-00000009.png", "%2Fetc%2Fpasswd"):
         r = client.get(f"/api/runs/{d['id']}/samples/{name}")
         assert r.status_code == 404, name
     t = client.get(f"/api/runs/{d['id']}/test-images/5")
@@ -291,7 +291,7 @@ def _complete(**kw):
     return ("post", "/api/complete", req)
 
 
-VAE, GAN, DIFFUSION = 0, 1, 3  # the order train_tiny_runs trains them in (checked in the test)
+VAE, GAN, DIFFUSION = 0, 1, 3  # the order tiny_runs trains them in (checked in the test)
 BAD = {
     "oversized upload": (_complete(image={"data": _noise(200)}), 413, "limit of 20000"),
     "request body too large": (("post", "/api/complete", {"run": VAE, "image": {"data": "A" * 200_000}}), 413,
