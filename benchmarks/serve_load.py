@@ -134,7 +134,10 @@ def run_load(base: str, pid: int | None, runs: int, requests: int, clients: int,
             rss.append(round(rss_mb(pid), 1))
     done = sorted(s for k, s in results if k == "done")
     count = {k: sum(1 for kk, _ in results if kk == k) for k in ("done", "busy", "error", "hung")}
-    q = statistics.quantiles(done, n=100, method="inclusive") if len(done) >= 2 else [done[0]] * 99 if done else [float("nan")] * 99
+    if len(done) >= 2:
+        q = statistics.quantiles(done, n=100, method="inclusive")
+    else:
+        q = [done[0] if done else float("nan")] * 99
     return {"requests": requests * rounds, "clients": clients, "images_per_request": n, "limit_s": limit_s,
             **count, "wall_s": round(sum(walls), 2), "answered_per_s": round(len(results) / sum(walls), 2),
             "results_per_s": round(count["done"] / sum(walls), 2), "p50_s": round(q[49], 3),
