@@ -59,12 +59,10 @@ def main() -> None:
         pg.goto(srv.url + "/")
         pg.wait_for_selector("body[data-ready='1']", timeout=60_000)
 
-        # Sample: a grid from the diffusion run
+        # Sample: a grid from the VAE (balanced labels when it is class-conditional)
         diff = _family_run(runs, "diffusion")
-        pg.select_option("#sample-form select[name=run]", value=str(diff.index))
-        if diff.model.family == "diffusion":
-            pg.fill("#sample-form fieldset.options [name=steps]", steps)
-            pg.select_option("#sample-form fieldset.options [name=sampler]", value="dpmpp-2m")
+        pg.select_option("#sample-form select[name=run]", value=str(_family_run(runs, "vae").index))
+        pg.dispatch_event("#sample-form select[name=run]", "change")
         pg.click("#sample-go")
         pg.wait_for_function(WAIT, timeout=600_000)
         _save(pg, args.out / "serve-sample.png")
@@ -98,11 +96,15 @@ def main() -> None:
             pg.wait_for_function(WAIT, timeout=600_000)
             _save(pg, args.out / "serve-restore.png")
 
-        # Interpolate: two seeds through the GAN
-        gan = _family_run(runs, "gan")
+        # Interpolate: between two test images through the VAE (seeds for a GAN or diffusion run without one)
+        vae = _family_run(runs, "vae")
         pg.click("#tabs button[data-tab=interpolate]")
-        pg.select_option("#interpolate-form select[name=run]", value=str(gan.index))
+        pg.select_option("#interpolate-form select[name=run]", value=str(vae.index))
         pg.fill("#interpolate-form input[name=frames]", "10")
+        if "images" in pg.eval_on_selector_all("#interp-mode option", "os => os.map(o => o.value)"):
+            pg.select_option("#interp-mode", value="images")
+            pg.fill("#interpolate-form input[name=labels]", "0" if vae.model.class_conditional else "")
+            pg.wait_for_timeout(800)
         pg.click("#interpolate-go")
         pg.wait_for_function(WAIT, timeout=600_000)
         _save(pg, args.out / "serve-interpolate.png")

@@ -40,7 +40,7 @@ from ..data import to_float
 from ..errors import ImagegenError
 from ..families.base import check_labels
 from . import tasks
-from .images import ImageRejected, decode_image, decode_mask, grid_png, npz_bytes
+from .images import ImageRejected, decode_image, decode_mask, grid_png, npz_bytes, png_bytes
 from .jobs import Busy, JobManager
 from .runs import Run, family_options
 
@@ -319,8 +319,6 @@ def create_app(runs: list[Run], limits: Limits | None = None, allowed_hosts: tup
 
     @app.get("/api/runs/{run_id}/test-images/{index}", summary="A test image of the run's dataset (PNG)")
     def test_image(run_id: int, index: int):
-        from .images import png_bytes
-
         run = get_run(run_id)
         try:
             u8, label = run.test_image(index)

@@ -56,10 +56,6 @@ class Job:
     cancel_event: threading.Event = field(default_factory=threading.Event)
     done_event: threading.Event = field(default_factory=threading.Event)
 
-    @property
-    def finished_ok(self) -> bool:
-        return self.status == "done"
-
     def progress(self) -> float | None:
         if self.status == "done":
             return 1.0

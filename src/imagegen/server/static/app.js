@@ -186,8 +186,8 @@ async function runJob(container, run, path, request, show, title) {
     return job;
   }
   ui.bar.value = 1;
-  ui.status.textContent = `done in ${fmtSeconds(job.seconds)}` +
-    ` (model ${fmtSeconds(job.result.model_seconds)})`;
+  ui.status.textContent = `done in ${fmtSeconds(job.seconds)}`;
+  ui.status.title = `the model's own time: ${fmtSeconds(job.result.model_seconds)}; ${job.calls} network ops`;
   ui.card.classList.add("done");
   ui.card.dataset.job = job.id;
   show(ui.body, job);
@@ -215,10 +215,11 @@ function figure(url, caption) {
 }
 
 // ------------------------------------------------------------------ an image source: test image or upload
-function imageSource(root, title, onChange) {
+function imageSource(root, title, onChange, startIndex = 0) {
   const src = { dataURL: null, desc: "" };
   const runSel = el("select", {});
-  const idx = el("input", { type: "number", min: "0", value: "0" });
+  const idx = el("input", { type: "number", min: "0", value: String(startIndex) });
+  let seq = 0;  // only the latest pick is shown, whichever answer comes back first
   const preview = el("img", { class: "px big preview", alt: `${title} preview` });
   const info = el("span", { class: "hint" });
   const upload = el("input", { type: "file", accept: "image/png,image/jpeg,image/webp,image/bmp,image/gif" });
@@ -229,10 +230,13 @@ function imageSource(root, title, onChange) {
     if (!r) return;
     const i = Math.max(0, Math.min(Number(idx.value) || 0, r.test_images.count - 1));
     idx.value = i;
+    const token = ++seq;
     const resp = await fetch(`/api/runs/${r.id}/test-images/${i}`);
     if (!resp.ok) { info.textContent = (await resp.json()).error; return; }
     const label = resp.headers.get("X-Label");
-    src.dataURL = await blobToDataURL(await resp.blob());
+    const url = await blobToDataURL(await resp.blob());
+    if (token !== seq) return;
+    src.dataURL = url;
     src.desc = `${r.name} test #${i}` + (label !== null ? ` (label ${label})` : "");
     finish();
   }
@@ -245,6 +249,7 @@ function imageSource(root, title, onChange) {
   } });
   upload.addEventListener("change", () => {
     const f = upload.files[0];
+    seq++;  // an upload wins over a test image still on its way
     if (!f) return;
     const lim = state.caps.limits.max_upload_bytes;
     if (f.size > lim) { info.textContent = `${f.name} is ${f.size} bytes, over the server's limit of ${lim}`; return; }
@@ -464,8 +469,7 @@ function setupRestore() {
 
 function setupInterpolate() {
   const form = $("#interpolate-form"), sel = $("select[name=run]", form), mode = $("#interp-mode");
-  const a = imageSource($("#interp-a"), "Image A"), b = imageSource($("#interp-b"), "Image B");
-  if (b.reload) { $("#interp-b input[type=number]").value = 1; b.reload(); }
+  const a = imageSource($("#interp-a"), "Image A"), b = imageSource($("#interp-b"), "Image B", null, 1);
   const updateMode = () => {
     const seeds = mode.value === "seeds";
     $(".seeds", form).hidden = !seeds; $("#interp-a").hidden = seeds; $("#interp-b").hidden = seeds;
@@ -474,6 +478,7 @@ function setupInterpolate() {
     const r = runById(sel.value);
     if (!r) return;
     mode.replaceChildren(...r.interpolate_modes.map((m) => el("option", { value: m, text: m === "seeds" ? "two seeds" : "two images" })));
+    $(".labels-field", form).hidden = !r.class_conditional;
     fillOptions($("fieldset.options", form), r.ops.interpolate.options);
     updateMode();
   };
@@ -481,7 +486,10 @@ function setupInterpolate() {
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const r = runById(sel.value);
-    const req = { run: r.id, mode: mode.value, frames: Number(form.frames.value), options: readOptions($("fieldset.options", form)) };
+    let labels;
+    try { labels = parseLabels(form.labels.value, 1, r); } catch (e) { setStatus(e.message, true); return; }
+    const req = { run: r.id, mode: mode.value, frames: Number(form.frames.value), labels,
+      options: readOptions($("fieldset.options", form)) };
     if (mode.value === "seeds") req.seeds = [Number(form.seed_a.value), Number(form.seed_b.value)];
     else {
       if (!a.dataURL || !b.dataURL) { setStatus("pick two images first", true); return; }
