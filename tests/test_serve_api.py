@@ -183,6 +183,19 @@ def test_complete_keeps_known_pixels_exactly(client, family):
     assert np.array_equal(out[known], test0[known])
 
 
+def test_an_image_of_another_size_is_resized_when_asked(client):
+    image = np.zeros((20, 30), np.uint8)
+    image[:, 7:23] = 255  # a white centre 16 wide: centre-cropped to 20 x 20, then resized to 16 x 16
+    req = {"run": client.ids["pixelcnn"], "image": {"data": png_b64(image)}, "preset": "keep-top-half",
+           "resize": True}
+    job = finish(client, client.post("/api/complete", json=req))
+    given = decode_url(job["result"]["inputs"]["image"])
+    assert given.shape == (16, 16) and given[:, 5:11].min() > 200 and given[:, :1].max() < 60
+    colour = np.stack([image] * 3, -1)  # an RGB upload for a grey model is converted
+    req["image"] = {"data": "data:image/png;base64," + png_b64(colour, "RGB")}
+    assert finish(client, client.post("/api/complete", json=req))["status"] == "done"
+
+
 def test_restore_denoise_and_its_checks(client):
     rid = client.ids["diffusion"]
     req = {"run": rid, "task": "denoise", "image": {"test_index": 1}, "params": {"noise_level": 0.4, "strength": 0.3},
