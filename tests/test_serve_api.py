@@ -110,6 +110,21 @@ def test_capabilities_list_restore_tasks_from_the_table(client, monkeypatch):
     assert sorted(smooth["runs"]) == sorted(client.ids[f] for f in ("gan", "vae"))
 
 
+def test_saved_metrics_show_for_compare(client, run_dirs):
+    gan_dir = next(p for p in run_dirs if p.name.startswith("gan"))
+    (gan_dir / "eval-serve-test.json").write_text(json.dumps({"summary": {"fid": 12.5, "fid_std": 0.3, "kid": 0.01}}))
+    (gan_dir / "nll-serve-test.json").write_text(json.dumps({"nats": 90.0, "bits_per_dim": 0.5, "n": 10}))
+    (gan_dir / "broken-serve-test.json").write_text("{not json")
+    try:
+        metrics = client.get("/api/runs").json()[client.ids["gan"]]["metrics"]
+    finally:
+        for name in ("eval", "nll", "broken"):
+            (gan_dir / f"{name}-serve-test.json").unlink()
+    assert metrics["eval-serve-test.json"] == {"fid": 12.5, "kid": 0.01}
+    assert metrics["nll-serve-test.json"] == {"nats": 90.0, "bits_per_dim": 0.5}
+    assert "broken-serve-test.json" not in metrics
+
+
 def test_run_detail_grids_and_test_images(client):
     d = client.get(f"/api/runs/{client.ids['vae']}").json()
     assert d["config"]["family"] == "vae" and d["checkpoint"].endswith(".safetensors")
