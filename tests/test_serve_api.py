@@ -78,7 +78,8 @@ def test_runs_list_every_family_and_options_from_the_contract(client):
     for r in runs:
         fam = registry.get_family(r["family"])
         assert r["step"] == 1 and r["images_seen"] == 16 and r["size"] == 16 and r["channels"] == 1
-        assert set(r["ops"]) == {"sample", *[op for op in ("complete", "denoise", "interpolate") if hasattr(fam, op)]}
+        assert set(r["ops"]) == {"sample", *[op for op in ("complete", "denoise", "interpolate", "restore")
+                                             if hasattr(fam, op)]}
         names = [o["name"] for o in r["ops"]["sample"]["options"]]
         sig = inspect.signature(fam.sample).parameters
         assert names == [k for k, p in sig.items() if p.default is not inspect.Parameter.empty
@@ -97,8 +98,11 @@ def test_capabilities_list_restore_tasks_from_the_table(client, monkeypatch):
     caps = client.get("/api/capabilities").json()
     assert caps["limits"]["max_images"] == LIMITS.max_images
     assert "erase-centre-square" in caps["mask_presets"]
-    (denoise,) = caps["restore_tasks"]
-    assert denoise["name"] == "denoise" and denoise["runs"] == [client.ids["diffusion"]]
+    by_name = {t["name"]: t for t in caps["restore_tasks"]}
+    assert {"denoise", "sr2", "sr4", "colourise"} <= set(by_name)
+    assert not any(by_name["colourise"]["runs"])  # the digits runs are grey: no colour to restore
+    denoise = by_name["denoise"]
+    assert denoise["runs"] == [client.ids["diffusion"]]
     assert [p["name"] for p in denoise["params"]] == ["noise_level", "strength"]
     assert "sampler" in [o["name"] for o in denoise["options"][str(client.ids["diffusion"])]]
     # a new task is one table entry: it is listed (with the runs whose family has its op) without other changes

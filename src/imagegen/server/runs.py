@@ -29,6 +29,7 @@ OPS = {
     "complete": {"x", "mask"},
     "denoise": {"x", "strength"},
     "interpolate": {"a", "b", "frames", "seeds"},
+    "restore": {"y", "operator", "mask"},  # imagegen.restoration's general restore, where a family has it
 }
 _ALWAYS = {"model", "labels", "generator"}
 _TYPES = {bool: "bool", int: "int", float: "float", str: "str"}

@@ -14,7 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 
+from .. import registry
 from ..api import LoadedModel
 from ..data import make_mask, to_float
 from ..errors import ImagegenError
@@ -102,8 +104,10 @@ class Param:
 
 @dataclass(frozen=True)
 class RestoreTask:
-    """``op`` is the family contract function the task needs (a run lists the task when its family has it);
-    ``degrade`` makes the 'before' image from the given one (seeded), ``restore`` calls the Python API."""
+    """``op`` is the family contract function the task calls (its options are the family's options of that
+    function); ``offered(model)`` says whether a run lists the task (default: its family has ``op``);
+    ``degrade`` makes the measurement from the given image (seeded), ``show`` turns a measurement into an
+    image of the model's shape for the page, ``restore`` calls the Python API."""
 
     name: str
     label: str
@@ -112,7 +116,11 @@ class RestoreTask:
     params: tuple[Param, ...]
     degrade: Callable[[torch.Tensor, dict, torch.Generator], torch.Tensor]
     restore: Callable[..., torch.Tensor]
-    extra: dict = field(default_factory=dict)
+    offered: Callable[[LoadedModel], bool] | None = None
+    show: Callable[[torch.Tensor], torch.Tensor] = field(default=lambda y: y)
+
+    def offered_by(self, model: LoadedModel) -> bool:
+        return self.offered(model) if self.offered is not None else hasattr(model.fam, self.op)
 
     def to_dict(self) -> dict:
         return {"name": self.name, "label": self.label, "op": self.op, "help": self.help,
@@ -130,6 +138,31 @@ def _denoise(model: LoadedModel, x: torch.Tensor, params: dict, labels, seed: in
     return model.denoise(x, params["strength"], labels=labels, seed=seed, **options)
 
 
+def _registry_offers(task: str, check=lambda model: True) -> Callable[[LoadedModel], bool]:
+    """Offered when the family's ``restore`` solves ``task`` (imagegen.restoration: registry.restore_tasks,
+    absent from builds without that mechanism) and ``check(model)`` holds (a size or channel count)."""
+    def offered(model: LoadedModel) -> bool:
+        tasks_of = getattr(registry, "restore_tasks", None)
+        return tasks_of is not None and task in tasks_of(model.family) and check(model)
+    return offered
+
+
+def _quantised(y: torch.Tensor) -> torch.Tensor:
+    return to_float(quantise(y))  # the measurement as an 8-bit image, as a user's file would be
+
+
+def _sr(k: int) -> RestoreTask:
+    """Super-resolution by k through the shared operators (average pooling; restoration.Downsample)."""
+    return RestoreTask(
+        name=f"sr{k}", label=f"Super-resolution x{k}", op="restore",
+        help=f"Average-pool the image {k} x {k} (the measurement), then restore full resolution with the "
+             "family's restore (docs/restoration.md).",
+        params=(), degrade=lambda x, p, g: _quantised(F.avg_pool2d(x, k)),
+        restore=lambda m, y, p, labels, seed, o: m.restore(y, f"sr{k}", labels=labels, seed=seed, **o),
+        offered=_registry_offers("sr", lambda m: m.info.size % k == 0),
+        show=lambda y: y.repeat_interleave(k, 2).repeat_interleave(k, 3))
+
+
 RESTORE_TASKS: dict[str, RestoreTask] = {
     "denoise": RestoreTask(
         name="denoise", label="Denoise", op="denoise",
@@ -138,11 +171,21 @@ RESTORE_TASKS: dict[str, RestoreTask] = {
         params=(Param("noise_level", 0.3, 0.0, 1.0, 0.05, "std of the added noise, pixels in [-1, 1]"),
                 Param("strength", 0.5, 0.0, 1.0, 0.05, "how far up the noise schedule to start (0..1)")),
         degrade=_add_noise, restore=_denoise),
+    "sr2": _sr(2),
+    "sr4": _sr(4),
+    "colourise": RestoreTask(
+        name="colourise", label="Colourise", op="restore",
+        help="Average the colour channels (the measurement is a grey image), then restore the colour with the "
+             "family's restore (docs/restoration.md).",
+        params=(), degrade=lambda x, p, g: _quantised(x.mean(1, keepdim=True)),
+        restore=lambda m, y, p, labels, seed, o: m.restore(y, "colourise", labels=labels, seed=seed, **o),
+        offered=_registry_offers("colourise", lambda m: m.info.channels == 3),
+        show=lambda y: y.expand(-1, 3, -1, -1)),
 }
 
 
 def restore_tasks_for(model: LoadedModel) -> list[str]:
-    return [name for name, t in RESTORE_TASKS.items() if hasattr(model.fam, t.op)]
+    return [name for name, t in RESTORE_TASKS.items() if t.offered_by(model)]
 
 
 def check_params(task: RestoreTask, given: dict) -> dict:
@@ -165,7 +208,7 @@ def restore_job(model: LoadedModel, task: RestoreTask, x: torch.Tensor, params: 
     def run() -> dict:
         t0 = time.perf_counter()
         g = torch.Generator().manual_seed(seed)
-        before = task.degrade(x, params, g)  # (1, C, H, W)
-        after = task.restore(model, before.expand(n, -1, -1, -1).clone(), params, labels, seed, options)
-        return result(after, None, n, {"original": x, "degraded": before}, time.perf_counter() - t0)
+        y = task.degrade(x, params, g)  # (1, C', H', W'): the measurement
+        after = task.restore(model, y.expand(n, -1, -1, -1).clone(), params, labels, seed, options)
+        return result(after, None, n, {"original": x, "degraded": task.show(y)}, time.perf_counter() - t0)
     return run
