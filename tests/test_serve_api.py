@@ -227,7 +227,9 @@ def test_restore_denoise_and_its_checks(client):
     assert decode_url(res["images"][0]).shape == (16, 16)
     r = client.post("/api/restore", json={**req, "run": client.ids["vae"]})
     assert r.status_code == 400 and "does not offer 'denoise'" in r.json()["error"]
-    r = client.post("/api/restore", json={**req, "task": "colourise"})
+    r = client.post("/api/restore", json={**req, "task": "colourise"})  # a known task this run does not offer
+    assert r.status_code == 400 and "does not offer 'colourise'" in r.json()["error"]
+    r = client.post("/api/restore", json={**req, "task": "deblur-magic"})
     assert r.status_code == 400 and "unknown restoration task" in r.json()["error"]
     r = client.post("/api/restore", json={**req, "params": {"strength": 2.0}})
     assert r.status_code == 400 and "strength" in r.json()["error"]
