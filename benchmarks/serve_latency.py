@@ -19,23 +19,7 @@ import time
 import torch
 
 from _bench import run_main  # benchmarks/_bench.py, beside this script
-
-
-def _parse_options(items: list[str]) -> dict[str, dict]:
-    out: dict[str, dict] = {}
-    for item in items:
-        run, _, kv = item.partition(":")
-        opts = {}
-        for pair in filter(None, kv.split(",")):
-            k, _, v = pair.partition("=")
-            for cast in (int, float, str):
-                try:
-                    opts[k] = cast(v)
-                    break
-                except ValueError:
-                    continue
-        out[run.rstrip("/")] = opts
-    return out
+from sampling_speed import _parse_options  # the same RUN:key=value,... syntax as sampling_speed.py
 
 
 def _request(client, base: str, body: dict) -> tuple[float, float]:
