@@ -408,6 +408,7 @@ def _register_extensions() -> None:
         return
     cli_eval.register(app)
     __import__(f"{__package__}.cli_restore", fromlist=["register"]).register(app)  # restore, enhance
+    __import__(f"{__package__}.cli_serve", fromlist=["register"]).register(app)  # imagegen serve (the web app)
 
 
 _register_extensions()
