@@ -43,7 +43,7 @@ def family_options(family: str, op: str) -> list[dict] | None:
     left out."""
     fam = registry.get_family(family)
     fn = getattr(fam, op, None)
-    if fn is None:
+    if fn is None or (op == "sample" and not registry.generative(family)):  # the autoencoder draws none
         return None
     choices = getattr(fam, "SAMPLE_CHOICES", {}) or {}
     out = []
