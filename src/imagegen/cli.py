@@ -392,10 +392,11 @@ def interpolate_cmd(
 def _register_extensions() -> None:
     """Command groups that live beside their implementation (e.g. evaluation)."""
     try:
-        from . import cli_eval
+        from . import cli_eval, cli_report
     except ImportError:
         return
     cli_eval.register(app)
+    cli_report.register(app)
 
 
 _register_extensions()
