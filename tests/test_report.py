@@ -4,7 +4,9 @@ import base64
 import io
 import json
 import re
+import shutil
 from html.parser import HTMLParser
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -118,9 +120,12 @@ def test_report_cli_marks_best_per_protocol_and_reads_outside_results(runs, tmp_
                             "precision": {"value": precision, "protocol": proto},
                             "recall": {"value": 0.5, "protocol": proto}}, "protocol": proto}
 
-    (tmp_path / "a.json").write_text(json.dumps(result(vae, 40.0, 0.7, 100)))
-    (tmp_path / "b.json").write_text(json.dumps({"rows": [], "results": [result(pix, 30.0, 0.6, 100),
-                                                                         result(pix, 25.0, 0.6, 200)]}))
+    pix = Path(shutil.copytree(pix, tmp_path / "pixelcnn"))  # a compare result kept in (a copy of) the run
+    (pix / "cmp.json").write_text(json.dumps({"rows": [], "results": [result(vae, 99.0, 0.1, 100),
+                                                                      result(pix, 30.0, 0.6, 100)]}))
+    (tmp_path / "a.json").write_text(json.dumps(result(vae, 40.0, 0.7, 100)))  # an eval result kept elsewhere
+    ckpt = pix / "checkpoints" / "ckpt-00000006.safetensors"  # an evaluation of a checkpoint file
+    (tmp_path / "b.json").write_text(json.dumps(result(ckpt, 25.0, 0.6, 200)))
     out = tmp_path / "r.html"
     code, stdout, _ = run_cli(["report", vae, pix, "--out", out, "--results", tmp_path / "a.json", "--results",
                                tmp_path / "b.json", "--n-grid", "2", "--no-complete"], capsys)
@@ -131,6 +136,7 @@ def test_report_cli_marks_best_per_protocol_and_reads_outside_results(runs, tmp_
     fid_rows = re.findall(r"<tr>\s*<td><strong>FID \(Inception\)</strong>.*?</tr>", html, re.S)
     assert len(fid_rows) == 2  # N 100 and N 200 are separate rows: never compared with each other
     assert re.search(r'class="best">30<', fid_rows[0]) and "40" in fid_rows[0]  # lower FID is best
+    assert ">99<" not in fid_rows[0]  # the compare file's row of the other run is not this run's
     assert 'class="best"' not in fid_rows[1]  # one run only at N 200: nothing to mark
     prec = re.findall(r"<tr>\s*<td><strong>precision</strong>.*?</tr>", html, re.S)[0]
     assert re.search(r'class="best">0.7<', prec)  # higher precision is best

@@ -398,9 +398,23 @@ def _saved_entries(run_dir: Path, run: str) -> list[dict]:
             d = json.loads(p.read_text())
         except (OSError, ValueError):
             continue
-        if isinstance(d, dict):
+        if isinstance(d, dict) and isinstance(d.get("results"), list):  # 'imagegen compare --out' kept here
+            for res in d["results"]:
+                if isinstance(res, dict) and _names_run(res.get("protocol") or {}, run_dir):
+                    out += _result_entries(res, run, p.name)
+        elif isinstance(d, dict):
             out += _result_entries(d, run, p.name)
     return out
+
+
+def _names_run(proto: dict, run_dir: Path) -> bool:
+    """Whether a result's protocol names this run (its directory or one of its checkpoints)."""
+    for key in ("run", "checkpoint"):
+        if proto.get(key):
+            t = Path(proto[key]).resolve()
+            if run_dir.resolve() in (t, t.parent.parent if t.parent.name == "checkpoints" else t):
+                return True
+    return False
 
 
 def _jsonl_entries(run_dir: Path, run: str, model) -> list[dict]:
