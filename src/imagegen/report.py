@@ -640,7 +640,10 @@ def _summary(cards, table, entries_by_run) -> dict:
     """Sentences that say only what the numbers say, and the caveats their protocols imply."""
     points, caveats = [], []
     rows = table["rows"]
-    compared = [r for r in rows if r["best"] is not None]
+    # NLL in nats and in bits/dim are one measurement in two units: count and state it once (bits/dim)
+    bpd_keys = {r["key"][1:] for r in rows if r["metric"] == "bits_per_dim"}
+    compared = [r for r in rows if r["best"] is not None
+                and not (r["metric"] == "nll_nats" and r["key"][1:] in bpd_keys)]
     for r in compared[:6]:
         vals = [(run, c["value"]) for run, c in zip(table["runs"], r["cells"]) if c is not None]
         others = ", ".join(f"{run} {fmt(v)}" for run, v in vals if run != r["best"])
