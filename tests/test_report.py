@@ -169,3 +169,15 @@ def test_report_bad_input_is_one_line(runs, tmp_path, capsys):
         code, _, err = run_cli(["report", *argv], capsys)
         assert code == 2 and err.startswith("error: ") and words in err and err.count("\n") == 1, err
     assert not out.exists()  # every mistake is caught before any sampling
+
+
+def test_summary_says_when_a_gap_is_within_the_noise():
+    from imagegen.report import _within_noise
+
+    def row(spread_a, spread_b):
+        return {"metric": "bits_per_dim", "best": "a",
+                "cells": [{"value": 3.83, "spread": spread_a}, {"value": 4.27, "spread": spread_b}, None]}
+
+    assert _within_noise(row(0.37, 0.04), ["a", "b", "c"]) == "b"  # 0.44 apart, 2 x 0.37 combined
+    assert _within_noise(row(0.05, 0.04), ["a", "b", "c"]) is None
+    assert _within_noise(row(None, 0.04), ["a", "b", "c"]) is None  # no standard error: nothing to say

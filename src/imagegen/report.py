@@ -224,7 +224,8 @@ def build(runs, *, metrics=None, n=None, ref="test", features="inception", resul
             "plots": plots, "summary": _summary(cards, table, entries_by_run), "datasets": datasets,
             "generated": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "version": _version(), "seed": seed, "n_grid": n_grid, "keep": keep,
-            "computed_now": {"metrics": metric_list, "n": n, "ref": ref, "features": feature_list}
+            "computed_now": {"metrics": metric_list, "n": n, "ref": ref,
+                             "features": feature_list if set(metric_list) - {"nll"} else []}
             if metric_list else None}
 
 
@@ -290,7 +291,7 @@ def _png(image) -> dict:
     """A PIL image as a data URI with its size (the template scales small grids up, pixelated)."""
     buf = io.BytesIO()
     image.save(buf, format="PNG", optimize=True)
-    scale = max(1, min(4, 256 // max(1, image.width)))  # 16x16 digits grids at 2x, MNIST at 1x
+    scale = max(1, min(6, round(280 / max(1, image.width))))  # 8x8 grids: 16x16 digits at 2x, MNIST at 1x
     return {"src": "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii"),
             "width": image.width * scale, "height": image.height * scale}
 
@@ -557,15 +558,19 @@ def _protocol_text(e: dict) -> str:
     return ", ".join(parts)
 
 
-def _nll_kind(e: dict) -> str | None:
+def _nll_kind(e: dict, short: bool = False) -> str | None:
+    """What kind of likelihood a number is (exact, IWAE bound, variational bound); ``short``: without the
+    citation and estimator details that follow the first parenthesis."""
     kind = e.get("nll_kind")
-    return None if kind in (None, "as the family documents") else str(kind)
+    if kind in (None, "as the family documents"):
+        return None
+    return str(kind).split(" (")[0].split(";")[0] if short else str(kind)
 
 
 def _sampling_text(e: dict) -> str:
     parts = [f"step {e['step']:,}" if isinstance(e["step"], int) else None,
              e["sampler"], f"{e['steps']} steps" if e["steps"] else None,
-             f"guidance {e['guidance']}" if e["guidance"] not in (None, 1.0) else None, _nll_kind(e)]
+             f"guidance {e['guidance']}" if e["guidance"] not in (None, 1.0) else None, _nll_kind(e, short=True)]
     return ", ".join(p for p in parts if p)
 
 
@@ -652,6 +657,9 @@ def _summary(cards, table, entries_by_run) -> dict:
                f"(against {others})"
         if r["floor"]:
             text += f"; real data score {fmt(r['floor']['value'])} at this N"
+        close = _within_noise(r, table["runs"])
+        if close:
+            text += f"; the gap to {close} is within two standard errors, so not a clear difference"
         points.append(text + ".")
     if len(compared) > 6:
         points.append(f"{len(compared) - 6} more comparisons are in the table below.")
@@ -697,7 +705,7 @@ def _summary(cards, table, entries_by_run) -> dict:
     for card in cards:
         for e in entries_by_run[card["label"]]:
             if e["metric"] == "bits_per_dim" and _nll_kind(e):
-                kinds.setdefault(card["family"], _nll_kind(e))
+                kinds.setdefault(card["family"], _nll_kind(e, short=True))
     if len(set(kinds.values())) > 1:
         caveats.append("The likelihoods are of different kinds (" + "; ".join(f"{f}: {k}" for f, k in kinds.items())
                        + "): an upper bound is at least the model's true NLL, so a bound that is lower than an exact "
@@ -722,6 +730,21 @@ def _summary(cards, table, entries_by_run) -> dict:
                        "the real train-vs-test distance at the same N (pass one with --floor, from "
                        "'imagegen eval-folder' on real images).")
     return {"points": points, "caveats": caveats}
+
+
+def _within_noise(row: dict, runs: list[str]) -> str | None:
+    """The runner-up of a row when its gap to the best is under two combined standard errors (where both
+    numbers carry one: NLL's standard error, KID's std over subsets)."""
+    cells = {run: c for run, c in zip(runs, row["cells"]) if c is not None}
+    best = cells[row["best"]]
+    others = sorted((c["value"], run) for run, c in cells.items() if run != row["best"])
+    if not others:
+        return None
+    value, run = others[0] if row["metric"] in LOWER_IS_BETTER else others[-1]
+    s1, s2 = best["spread"], cells[run]["spread"]
+    if s1 is None or s2 is None:
+        return None
+    return run if abs(best["value"] - value) < 2 * math.hypot(s1, s2) else None
 
 
 # ---------------------------------------------------------------------------------------------- plots
@@ -783,7 +806,8 @@ def _loss_plot(logs: list[dict], label: str, color: str) -> dict | None:
         if positive and max(r[key] for r in rows for key in keys) > 3 * min(r[key] for r in rows for key in keys):
             ax.set_yscale("log")
     a.legend(frameon=False)
-    a.set_title(f"{label}: training loss (thin: logged, thick: running mean of {k})", loc="left", fontsize=9)
+    a.set_title(f"{label}: training loss" + (f" (thin: logged, thick: running mean of {k})" if k > 1 else ""),
+                loc="left", fontsize=9)
     return _fig_png(fig)
 
 
@@ -843,8 +867,13 @@ def _eval_curves(cards, floor_rows) -> list[dict]:
 
 
 def _latest(entries: list[dict], metric: str) -> dict | None:
-    found = [e for e in entries if e["metric"] == metric]
-    return max(found, key=lambda e: e["step"] or 0) if found else None
+    """The newest number of ``metric``: the highest checkpoint step, and among equal steps the last one read
+    (the order of the metric table: saved files, evals.jsonl, computed now, --results)."""
+    best = None
+    for e in entries:
+        if e["metric"] == metric and (best is None or (e["step"] or 0) >= (best["step"] or 0)):
+            best = e
+    return best
 
 
 def _bits_per_dim_plot(cards, entries_by_run) -> dict | None:
@@ -852,17 +881,18 @@ def _bits_per_dim_plot(cards, entries_by_run) -> dict | None:
     bars = [(c, e) for c, e in bars if e is not None]
     if not bars:
         return None
-    fig, (a,) = _figure(1, 7.0, 0.5 + 0.45 * len(bars) + 0.8)
+    fig, (a,) = _figure(1, 7.5, 0.9 + 0.5 * len(bars))
     names = [f"{c['label']}\n({e['n_ref'] or '?'} {e['ref'] or ''} images)" for c, e in bars]
-    a.barh(range(len(bars)), [e["value"] for _, e in bars], xerr=[e["spread"] or 0 for _, e in bars],
-           color=[c["color"] for c, _ in bars], height=0.6)
-    for i, (_, e) in enumerate(bars):
-        a.text(e["value"], i, f"  {e['value']:.4g}", va="center", fontsize=8)
+    for i, (c, e) in enumerate(bars):  # points, not bars from 0: the differences are a few percent
+        a.errorbar([e["value"]], [i], xerr=[e["spread"] or 0], fmt="o", color=c["color"], ms=7, capsize=4)
+        a.annotate(f"{e['value']:.4g}", (e["value"], i), xytext=(0, 9), textcoords="offset points", ha="center",
+                   fontsize=8)
     a.set_yticks(range(len(bars)), names)
-    a.invert_yaxis()
-    a.set_xlabel("bits per dimension (lower is better; bars: newest saved number, error bar: standard error)")
-    return {"title": "Likelihood: bits per dimension", "caption": "Exact for PixelCNN, an upper bound for VAEs "
-            "(IWAE) and diffusion models (variational bound); the kind is in each run's saved results.",
+    a.set_ylim(len(bars) - 0.4, -0.6)
+    a.set_xlabel("bits per dimension (lower is better); error bar: standard error")
+    return {"title": "Likelihood: bits per dimension", "caption": "The newest saved number of each run. Exact for "
+            "PixelCNN, an upper bound for VAEs (IWAE) and diffusion models (variational bound); the kind is in "
+            "each run's saved results.",
             **_fig_png(fig)}
 
 
