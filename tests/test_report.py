@@ -181,3 +181,17 @@ def test_summary_says_when_a_gap_is_within_the_noise():
     assert _within_noise(row(0.37, 0.04), ["a", "b", "c"]) == "b"  # 0.44 apart, 2 x 0.37 combined
     assert _within_noise(row(0.05, 0.04), ["a", "b", "c"]) is None
     assert _within_noise(row(None, 0.04), ["a", "b", "c"]) is None  # no standard error: nothing to say
+
+
+def test_quality_against_sampling_steps_for_diffusion_runs():
+    from imagegen.report import _entry, _steps_plots
+
+    card = {"label": "diff", "family": "diffusion", "color": "#1f77b4"}
+    proto = {"n_gen": 500, "n_ref": 500, "ref_split": "test", "feature_net": "classifier-mnist"}
+    entries = [_entry("diff", "fid_clf", v, dict(proto, sampler="ddim", steps=s), f"q-{s}.json")
+               for s, v in ((10, 80.0), (20, 60.0), (50, 55.0))]
+    plots = _steps_plots([card], {"diff": entries})
+    assert [p["title"] for p in plots] == ["classifier FD against sampling steps (diffusion)"]
+    assert _image(plots[0]["src"]).size[0] > 300
+    assert _steps_plots([dict(card, family="gan")], {"diff": entries}) == []  # diffusion runs only
+    assert _steps_plots([card], {"diff": entries[:1]}) == []  # one step count is no curve
