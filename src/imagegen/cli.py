@@ -392,11 +392,11 @@ def interpolate_cmd(
 def _register_extensions() -> None:
     """Command groups that live beside their implementation (e.g. evaluation)."""
     try:
-        from . import cli_eval, cli_report
+        from . import cli_eval
     except ImportError:
         return
     cli_eval.register(app)
-    cli_report.register(app)
+    __import__(f"{__package__}.cli_report", fromlist=["register"]).register(app)  # imagegen report (HTML page)
 
 
 _register_extensions()
