@@ -7,6 +7,7 @@ Python API::
     model = imagegen.load(run_dir)
     x = model.sample(16, seed=0)          # (16, C, H, W) in [-1, 1]
     result = imagegen.evaluate_run(run_dir, metrics="fid,kid", n=2000)   # what 'imagegen eval' writes
+    imagegen.report([run_dir, "runs/gan-digits"], "report.html")   # one HTML page comparing runs
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from .api import LoadedModel, load, train  # noqa: E402
 from .data import DATASETS  # noqa: E402
 from .evaluate import EvalOptions, compare_runs, evaluate_folder, evaluate_run, reference_stats  # noqa: E402
 from .registry import FAMILIES  # noqa: E402
+from .report import report  # noqa: E402
 
 __all__ = ["DATASETS", "FAMILIES", "EvalOptions", "LoadedModel", "__version__", "compare_runs", "evaluate_folder",
-           "evaluate_run", "load", "reference_stats", "train"]
+           "evaluate_run", "load", "reference_stats", "report", "train"]

@@ -409,6 +409,7 @@ def _register_extensions() -> None:
     cli_eval.register(app)
     __import__(f"{__package__}.cli_restore", fromlist=["register"]).register(app)  # restore, enhance
     __import__(f"{__package__}.cli_serve", fromlist=["register"]).register(app)  # imagegen serve (the web app)
+    __import__(f"{__package__}.cli_report", fromlist=["register"]).register(app)  # imagegen report (HTML page)
 
 
 _register_extensions()
