@@ -32,18 +32,18 @@ from imagegen.evaluate import commit_label, hardware_label
 
 # name -> (family, preset, extra --set overrides, latent?, sampling options for scoring and timing)
 RECIPES: dict[str, tuple[str, str | None, list[str], bool, dict]] = {
-    "latent-diffusion": ("diffusion", "ldm-mnist", [], True, {"sampler": "dpmpp-2m", "steps": 20}),
-    "latent-flow": ("diffusion", "ldm-mnist", ["model.formulation=flow"], True, {"sampler": "heun", "steps": 10}),
+    "latent-diffusion": ("diffusion", "ldm-mnist", [], True, {"sampler": "dpmpp-2m", "steps": 10}),
+    "latent-flow": ("diffusion", "ldm-mnist", ["model.formulation=flow"], True, {"sampler": "dpmpp-2m", "steps": 10}),
     # the other formulations on the same network and codes, for the quality-against-network-calls sweep
-    "latent-eps": ("diffusion", "ldm-mnist", ["model.formulation=eps"], True, {"sampler": "dpmpp-2m", "steps": 20}),
-    "latent-edm": ("diffusion", "ldm-mnist", ["model.formulation=edm"], True, {"sampler": "heun", "steps": 10}),
+    "latent-eps": ("diffusion", "ldm-mnist", ["model.formulation=eps"], True, {"sampler": "dpmpp-2m", "steps": 10}),
+    "latent-edm": ("diffusion", "ldm-mnist", ["model.formulation=edm"], True, {"sampler": "dpmpp-2m", "steps": 10}),
     "latent-pixelcnn": ("pixelcnn", "latent-pixelcnn-mnist", [], True, {}),
     # PixelSNAIL (Chen et al. 2018) as the prior over the same codes: 2 blocks of 3 gated layers + attention
     "latent-pixelsnail": ("pixelcnn", "latent-pixelcnn-mnist", ["model.arch=pixelsnail", "model.blocks=2",
                                                                 "model.layers=3", "model.key_channels=16",
                                                                 "model.value_channels=32"], True, {}),
-    "flow": ("diffusion", "flow-mnist", [], False, {"sampler": "heun", "steps": 10}),
-    "ddpm": ("diffusion", "ddpm-mnist", [], False, {"sampler": "dpmpp-2m", "steps": 20}),
+    "flow": ("diffusion", "flow-mnist", [], False, {"sampler": "dpmpp-2m", "steps": 10}),
+    "ddpm": ("diffusion", "ddpm-mnist", [], False, {"sampler": "dpmpp-2m", "steps": 10}),
     "pixelcnn": ("pixelcnn", None, [], False, {}),  # the family defaults, as a CPU user would start
 }
 
