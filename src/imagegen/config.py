@@ -20,6 +20,9 @@ import yaml
 
 from .errors import ImagegenError
 
+# the largest side the data loaders resize images to (data.image_size); each check of memory comes after this
+MAX_IMAGE_SIZE = 4096
+
 
 @dataclass
 class DataConfig:
@@ -32,7 +35,8 @@ class DataConfig:
     hflip: bool = False  # random horizontal flips while training (colour datasets)
     download: bool = True  # let torchvision download a missing dataset (needs a network)
 
-    RANGES: ClassVar[dict[str, str]] = {"image_size": "[1,inf)", "limit": "[1,inf)"}
+    RANGES: ClassVar[dict[str, str]] = {"image_size": f"[1,{MAX_IMAGE_SIZE}]", "limit": "[1,inf)",
+                                        "channels": "[1,3]"}
 
 
 @dataclass

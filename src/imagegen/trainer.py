@@ -25,6 +25,7 @@ from .errors import ImagegenError
 from .evaluate import LOWER_IS_BETTER, evaluate_during_training, training_eval_options
 from .families.base import default_optimizers
 from .interrupt import StopRequest
+from .memory import check_training as check_training_memory
 
 # datasets up to this size live on the accelerator, so a batch is one index lookup
 _ON_DEVICE_BYTES = 2 * 1024**3
@@ -156,6 +157,9 @@ def train(cfg: RunConfig, out: str | Path, *, fresh: bool = False, progress: boo
     dataset = load_dataset(cfg.data, "train")
     info = dataset.info
     eval_opts = training_eval_options(cfg, info)  # checked before any step: fails now, not in an hour
+    # the model and one batch must fit: a one-line error now instead of an allocator traceback mid-run
+    check_training_memory(cfg, fam, info, accel.device,
+                          data_bytes=dataset.images.numel() if dataset.images.numel() <= _ON_DEVICE_BYTES else 0)
     model = fam.build(cfg.model, info)
     optimizers = (fam.configure_optimizers(model, cfg.model, t) if hasattr(fam, "configure_optimizers")
                   else default_optimizers(model, cfg.model, t))
@@ -196,7 +200,7 @@ def train(cfg: RunConfig, out: str | Path, *, fresh: bool = False, progress: boo
 
     if main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(cfg.to_json())
+        checkpoint.atomic_write_bytes(cfg.to_json().encode(), out / "config.json")  # never torn by a kill
 
     names = list(optimizers)
     prepared = accel.prepare(model, *optimizers.values())
