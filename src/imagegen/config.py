@@ -71,6 +71,7 @@ class TrainConfig:
         "kimg": "[0,inf)", "budget_minutes": "(0,inf)", "log_every": "[1,inf)", "sample_every": "[0,inf)",
         "ckpt_every": "[1,inf)", "keep_last": "[1,inf)", "sample_n": "[1,inf)", "eval_every": "[0,inf)",
         "eval_n": "[2,inf)"}
+    LENGTHS: ClassVar[dict[str, tuple[int, int | None]]] = {"adam_betas": (2, 2)}  # (fewest, most) values
 
 
 @dataclass
@@ -177,6 +178,16 @@ def check_range(value: Any, spec: str, where: str) -> None:
     raise ImagegenError(f"{where} must lie in {spec[0]}{lo_s}, {hi_s}{spec[-1]}, got {value}")
 
 
+def check_length(value: list, bounds: tuple[int, int | None], where: str) -> None:
+    """A list field's number of values: ``bounds`` = (fewest, most or None). A config class lists them in
+    ``LENGTHS`` (say ``train.adam_betas``: exactly 2)."""
+    lo, hi = bounds
+    if len(value) >= lo and (hi is None or len(value) <= hi):
+        return
+    want = f"exactly {lo}" if lo == hi else f"at least {lo}" if hi is None else f"{lo} to {hi}"
+    raise ImagegenError(f"{where} takes {want} comma-separated values (e.g. 1,2), got {len(value)}")
+
+
 def from_dict(cls, data: dict, where: str = "") -> Any:
     """Build dataclass ``cls`` from a plain dict, rejecting unknown keys and ill-typed values."""
     if not isinstance(data, dict):
@@ -196,6 +207,8 @@ def from_dict(cls, data: dict, where: str = "") -> Any:
             kwargs[k] = coerce(v, tp, _join(where, k))
             if k in getattr(cls, "RANGES", {}):
                 check_range(kwargs[k], cls.RANGES[k], _join(where, k))
+            if k in getattr(cls, "LENGTHS", {}) and isinstance(kwargs[k], list):
+                check_length(kwargs[k], cls.LENGTHS[k], _join(where, k))
     return cls(**kwargs)
 
 
