@@ -37,7 +37,7 @@ def test_bad_overrides_are_clear_errors(item, match):
     ("vae", "model.channel_mult=1,0", r"model.channel_mult\[1\] must be >= 1"),
     ("gan", "model.lr_d=0", r"model.lr_d must be > 0"),
     ("gan", "model.r1_gamma=-1", r"model.r1_gamma must be >= 0"),
-    ("pixelcnn", "model.layers=-1", r"model.layers must be >= 0"),
+    ("pixelcnn", "model.layers=-1", r"model.layers must lie in \[0, 1000\], got -1"),
     ("diffusion", "model.label_dropout=1", r"model.label_dropout must lie in \[0, 1\)"),
     ("diffusion", "model.beta_end=1.5", r"model.beta_end must lie in \(0, 1\)"),
 ])

@@ -303,7 +303,7 @@ def test_sigkill_during_eval_and_ref_stats_then_the_same_command_gives_the_unint
 def _value_strategies():
     from hypothesis import strategies as st
 
-    ints = st.one_of(st.integers(-3, 12), st.sampled_from([0, 64, 1000, 10**6, 2**31, 2**62, -(2**62)]))
+    ints = st.one_of(st.integers(-3, 12), st.sampled_from([0, 64, 10**6, 2**31, 2**62, -(2**62)]))
     floats = st.one_of(st.floats(allow_nan=True, allow_infinity=True),
                        st.sampled_from([0.0, 1e-8, 0.5, 0.999, 1.0, 2.0, 1e30, -1.0]))
     words = st.sampled_from(["", "auto", "no", "bf16", "fp16", "cpu", "cuda", "eps", "v", "edm", "cosine", "hinge",
@@ -366,13 +366,21 @@ def test_any_set_value_trains_one_step_or_is_a_one_line_error(tmp_path_factory):
     draw_set = st.sampled_from(items).flatmap(
         lambda it: for_type(it[3]).map(lambda text: (it[0], f"{it[1]}.{it[2]}={text}")))
 
-    @settings(max_examples=int(os.environ.get("IMAGEGEN_HYPOTHESIS_EXAMPLES", 40)), deadline=None, database=None,
+    @settings(max_examples=int(os.environ.get("IMAGEGEN_HYPOTHESIS_EXAMPLES", 30)), deadline=None, database=None,
               suppress_health_check=list(HealthCheck))
     @given(st.lists(draw_set, min_size=1, max_size=2).filter(lambda xs: len({f for f, _ in xs}) == 1))
     def prop(drawn):
         family = drawn[0][0]
         sets = [s for _, s in drawn]
         out = tmp_path_factory.mktemp("set")
+        if os.environ.get("IMAGEGEN_HYPOTHESIS_VERBOSE"):
+            print(family, sets, flush=True)
+
+        def too_slow(signum, frame):  # a value that makes one step run for minutes is a bug too
+            raise TimeoutError("one training step took more than 300 s")
+
+        previous = signal.signal(signal.SIGALRM, too_slow)
+        signal.alarm(300)
         try:
             api.train(family, data="digits", steps=1, out=out, progress=False, fresh=True,
                       overrides=_sets(family) + ["data.image_size=8", "data.download=false"] + sets)
@@ -381,6 +389,8 @@ def test_any_set_value_trains_one_step_or_is_a_one_line_error(tmp_path_factory):
         except Exception as e:
             raise AssertionError(f"--set {' --set '.join(sets)} ({family}): {type(e).__name__}: {e}") from e
         finally:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, previous)
             torch.use_deterministic_algorithms(False)  # train.deterministic=true sets it for the process
 
     prop()

@@ -36,6 +36,8 @@ import weakref
 from pathlib import Path
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from .errors import ImagegenError
 
@@ -116,7 +118,7 @@ def check_data(n: int, channels: int, size: int, what: str, extra_per_image: int
 # ---------------------------------------------------------------------------------------------- one training step
 
 
-class _StorageBytes(torch.utils._python_dispatch.TorchDispatchMode):
+class _StorageBytes(TorchDispatchMode):
     """Adds up the bytes of the meta tensor storages created under it (live now and at the peak)."""
 
     def __init__(self):
@@ -132,7 +134,7 @@ class _StorageBytes(torch.utils._python_dispatch.TorchDispatchMode):
         if func is torch.ops.aten._local_scalar_dense.default:  # .item() / float() / bool() of a meta tensor
             return False if args[0].dtype == torch.bool else 1
         out = func(*args, **(kwargs or {}))
-        for t in torch.utils._pytree.tree_leaves(out):
+        for t in tree_leaves(out):
             if isinstance(t, torch.Tensor) and t.device.type == "meta":
                 s = t.untyped_storage()
                 key = id(s)
@@ -214,7 +216,13 @@ def estimate_training(fam, cfg, info, slope: bool = False) -> dict:
     if key in _CACHE:
         return dict(_CACHE[key])
     with torch.random.fork_rng(devices=[]):  # the estimate must not move the run's random stream
-        model = _build_meta(fam, cfg, info)
+        try:
+            model = _build_meta(fam, cfg, info)
+        except (RuntimeError, TypeError, OverflowError) as e:  # a tensor of more than 2^63 elements
+            if "overflow" not in str(e).lower():
+                raise
+            raise ImagegenError(f"the model is too large to build (a weight would have more than 2^63 "
+                                f"elements); lower {_width_keys(cfg.model)}") from None
         weights = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
         buffers = sum(b.numel() * b.element_size() for b in model.buffers())
         ema = 2 if cfg.train.ema_decay > 0 else 1  # AveragedModel holds a full copy
@@ -248,10 +256,15 @@ def _width_keys(model_cfg) -> str:
     return ", ".join(f"model.{f.name}={getattr(model_cfg, f.name)}" for f in (raised or widths)) or "the model's width"
 
 
-def check_training(cfg, fam, info, device, data_bytes: int = 0) -> dict:
+def check_training(cfg, fam, info, device, data_bytes: int = 0, n_images: int | None = None) -> dict:
     """Refuse a config whose model and one batch will not fit on ``device`` (plus ``data_bytes`` of data
-    the trainer keeps there); returns the estimate. Called once by the trainer, before the model is built."""
+    the trainer keeps there); returns the estimate. Called once by the trainer, before the model is built.
+    ``n_images``: the training set's size, which caps the batch (the batch sampler never draws more)."""
+    from .config import replace
+
     device = torch.device(device)
+    if n_images is not None and 0 < n_images < cfg.train.batch_size:
+        cfg = replace(cfg, train=replace(cfg.train, batch_size=n_images))
     est = estimate_training(fam, cfg, info)
     bs = cfg.train.batch_size
     on_device = data_bytes if device.type == "cuda" else 0  # on the CPU the data is already loaded

@@ -46,6 +46,11 @@ def _make_accelerator(cfg: RunConfig, fam):
     mp = t.mixed_precision
     if cpu and mp == "fp16":
         raise ImagegenError("fp16 mixed precision needs a GPU; use train.mixed_precision=bf16 or no on CPU")
+    from accelerate.state import AcceleratorState
+
+    # a second train() in one process may ask for another mixed precision, which accelerate refuses once its
+    # state exists; reset it as accelerate's own tests do (the process group, PartialState, is kept)
+    AcceleratorState._reset_state()
     ddp = DistributedDataParallelKwargs(find_unused_parameters=bool(getattr(fam, "FIND_UNUSED_PARAMETERS", False)))
     return Accelerator(cpu=cpu, mixed_precision=mp, gradient_accumulation_steps=t.grad_accum_steps,
                        kwargs_handlers=[ddp])
@@ -158,7 +163,7 @@ def train(cfg: RunConfig, out: str | Path, *, fresh: bool = False, progress: boo
     info = dataset.info
     eval_opts = training_eval_options(cfg, info)  # checked before any step: fails now, not in an hour
     # the model and one batch must fit: a one-line error now instead of an allocator traceback mid-run
-    check_training_memory(cfg, fam, info, accel.device,
+    check_training_memory(cfg, fam, info, accel.device, n_images=len(dataset),
                           data_bytes=dataset.images.numel() if dataset.images.numel() <= _ON_DEVICE_BYTES else 0)
     model = fam.build(cfg.model, info)
     optimizers = (fam.configure_optimizers(model, cfg.model, t) if hasattr(fam, "configure_optimizers")

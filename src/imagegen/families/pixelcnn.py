@@ -78,7 +78,7 @@ class Config:
     class_cond: bool = False  # class-conditional biases in every layer (Gated PixelCNN eq. 4)
 
     RANGES: ClassVar[dict[str, str]] = {  # checked when a config is read (config.check_range)
-        "hidden_channels": "[1,inf)", "layers": "[0,inf)", "kernel_size": "[1,inf)", "first_kernel_size": "[1,inf)",
+        "hidden_channels": "[1,inf)", "layers": "[0,1000]", "kernel_size": "[1,inf)", "first_kernel_size": "[1,inf)",
         "head_channels": "[1,inf)", "mixture_components": "[1,inf)"}
 
 
