@@ -12,6 +12,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -80,10 +81,10 @@ def test_sigkill_during_training_then_resume_equals_an_uninterrupted_run(tmp_pat
     for f in FAMILIES:  # all children at once: their start-up (imports) overlaps with the reference runs
         procs[f] = subprocess.Popen([sys.executable, "-m", "imagegen.cli", *_train_argv(f, tmp_path / f"killed-{f}")],
                                     env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        refs = {f: _train_here(f, tmp_path / f"ref-{f}") for f in FAMILIES}
+
+    def killer():  # in a thread, so the kills land while this process trains the uninterrupted runs
         pending = dict(procs)
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300
         while pending and time.monotonic() < deadline:
             for f, p in list(pending.items()):
                 after, delay = plan[f]
@@ -95,6 +96,12 @@ def test_sigkill_during_training_then_resume_equals_an_uninterrupted_run(tmp_pat
                     p.wait()
                     pending.pop(f)
             time.sleep(0.005)
+
+    watcher = threading.Thread(target=killer, daemon=True)
+    watcher.start()
+    try:
+        refs = {f: _train_here(f, tmp_path / f"ref-{f}") for f in FAMILIES}
+        watcher.join()
     finally:
         for p in procs.values():
             if p.poll() is None:
@@ -136,7 +143,8 @@ def test_a_checkpoint_write_that_fails_midway_keeps_the_previous_checkpoint(tmp_
 
     monkeypatch.setattr(checkpoint, "_write", disk_fills)
     code, _, err = run_cli(_train_argv("vae", run, steps=STEPS), capsys)
-    lines = [line for line in err.strip().splitlines() if line.startswith("error:")]
+    # the progress bar's last frame may precede the message on its line (it is redrawn with \r)
+    lines = [line[line.index("error:"):] for line in err.strip().splitlines() if "error:" in line]
     assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
     assert "disk full" in lines[0] and str(checkpoint.checkpoint_path(run, 6)) in lines[0]
     assert f"the last good checkpoint, {good.name}, is intact" in lines[0]
