@@ -5,6 +5,7 @@ cost does not depend on the weights).
     python benchmarks/pixelcnn_speed.py --n 64 --size 28 --binary                 # family defaults
     python benchmarks/pixelcnn_speed.py --preset pixelcnn-bmnist --naive-rows 2   # full-size model
     python benchmarks/pixelcnn_speed.py --set hidden_channels=16 --set layers=3   # small model
+    python benchmarks/pixelcnn_speed.py --preset pixelsnail-mnist --binary --classes 0 --naive-rows 2   # PixelSNAIL
 
 Every naive step is one forward pass of the same shape, so ``--naive-rows R`` times the first R rows
 and reports the whole-image time scaled by H/R, marked "scaled" in the table; without it the whole
@@ -86,6 +87,7 @@ def main() -> None:
     params = sum(p.numel() for p in model.parameters())
     print(f"PixelCNN sampling, {args.n} samples of {info.channels}x{info.size}x{info.size} "
           f"({model.likelihood}), arch={cfg.arch} hidden={cfg.hidden_channels} layers={cfg.layers} "
+          f"{f'blocks={cfg.blocks} ' if cfg.arch == 'pixelsnail' else ''}"
           f"({params / 1e6:.2f}M params), {dev}")
     print(f"{'sampler':<8} {'seconds':>10} {'img/s':>8}  note")
     note = f"scaled from {args.naive_rows} of {info.size} rows ({t_naive:.2f} s measured)" if scale != 1 else "measured"
@@ -94,7 +96,9 @@ def main() -> None:
     print(f"speed-up {naive_total / t_cached:.1f}x; identical samples on the compared rows: {identical}")
     print(json.dumps({"n": args.n, "shape": [info.channels, info.size, info.size], "likelihood": model.likelihood,
                       "model": {k: getattr(cfg, k) for k in ("arch", "hidden_channels", "layers", "kernel_size",
-                                                               "first_kernel_size", "head_channels")},
+                                                               "first_kernel_size", "head_channels",
+                                                               *(("blocks", "key_channels", "value_channels")
+                                                                 if cfg.arch == "pixelsnail" else ()))},
                       "params": params, "naive_s": round(naive_total, 3), "naive_measured_s": round(t_naive, 3),
                       "naive_rows": args.naive_rows, "cached_s": round(t_cached, 3),
                       "speedup": round(naive_total / t_cached, 2), "identical": identical, "seed": args.seed,

@@ -8,6 +8,7 @@ from imagegen.data import Batch, DataInfo
 from imagegen.families.base import default_optimizers
 
 FAMILIES = list(registry.FAMILIES)
+GENERATIVE = [n for n in FAMILIES if registry.generative(n)]  # all but the autoencoder (a first stage)
 INFO = DataInfo(channels=1, size=16, num_classes=10, bits=8, name="unit")
 
 
@@ -52,7 +53,7 @@ def test_train_step_loss_finite_and_parameters_move(name, accel):
     assert len(changed) >= 0.9 * len(before), f"only {len(changed)}/{len(before)} parameter tensors moved"
 
 
-@pytest.mark.parametrize("name", FAMILIES)
+@pytest.mark.parametrize("name", GENERATIVE)
 def test_sample_shape_range_and_seed(name):
     fam, cfg, model, _ = _setup(name)
     model.eval()
@@ -72,6 +73,11 @@ def test_checkpoint_round_trip_gives_identical_samples(name, accel, tmp_path):
     path = checkpoint.save(tmp_path / "ckpt-00000001.safetensors", meta=meta, model=model, optimizers=opts)
     loaded = api.load(path, device="cpu")
     assert loaded.family == name and loaded.step == 1
+    if not registry.generative(name):  # a first stage: the same reconstructions instead
+        x = _batch(n=4).x
+        with torch.no_grad():
+            assert torch.allclose(fam.reconstruct(model, x), loaded.reconstruct(x), atol=1e-6)
+        return
     expected = _sample(fam, model, 4, seed=11)
     got = loaded.sample(4, seed=11, **getattr(fam, "PREVIEW_OPTIONS", {}))
     assert torch.allclose(expected, got, atol=1e-6)
@@ -104,7 +110,7 @@ def test_complete_keeps_known_pixels(name):
     assert via_api.shape == x.shape and torch.equal(via_api[:, :, :8], x[:, :, :8])
 
 
-@pytest.mark.parametrize("name", FAMILIES)
+@pytest.mark.parametrize("name", GENERATIVE)
 def test_class_conditional_variant(name, accel):
     fam = registry.get_family(name)
     if "class_cond" not in {f.name for f in fam.Config.__dataclass_fields__.values()}:
@@ -143,3 +149,72 @@ def test_interpolation_labels_are_checked(name):
     assert strip.shape == (3, 1, 16, 16) and torch.isfinite(strip).all()
     with pytest.raises(ImagegenError, match="takes one label (for the whole strip|or two)"):
         loaded.interpolate(x[:1], x[1:], 3, labels=[1, 2, 3], **opts)
+
+
+@pytest.mark.parametrize("name", GENERATIVE)
+def test_latent_variant_round_trips_and_completes(name, tmp_path):
+    """Every generative family on a first stage's codes (imagegen.latent): a checkpoint that records the first
+    stage reloads to the same decoded samples, and completion keeps the known pixels."""
+    from imagegen.latent import load_first_stage
+
+    ae_fam, ae_cfg, ae, _ = _setup("autoencoder")
+    ae.eval()
+    ae_meta = {"family": "autoencoder", "config": ae_cfg.to_dict(), "data_info": INFO.to_dict(), "step": 1,
+               "images_seen": 8}
+    ae_path = checkpoint.save(tmp_path / "ae" / "checkpoints" / "ckpt-00000001.safetensors", meta=ae_meta,
+                              model=ae)
+    stage = load_first_stage(ae_path)
+    code_info = stage.latent_info(INFO)
+    extra = {"attn_resolutions": [4]} if name == "diffusion" else {}
+    fam, cfg, model, _ = _setup(name, info=code_info, **extra)
+    model.eval()
+    meta = {"family": name, "config": cfg.to_dict(), "data_info": INFO.to_dict(), "step": 1, "images_seen": 8,
+            "latent": {"first_stage": stage.record(tmp_path / "run"), "data_info": code_info.to_dict()}}
+    path = checkpoint.save(tmp_path / "run" / "checkpoints" / "ckpt-00000001.safetensors", meta=meta, model=model)
+    loaded = api.load(path, device="cpu")
+    expected = stage.decode(_sample(fam, model, 3, seed=2))
+    got = loaded.sample(3, seed=2, **getattr(fam, "PREVIEW_OPTIONS", {}))
+    assert got.shape == (3, 1, 16, 16) and torch.allclose(expected, got, atol=1e-6)
+    if "complete" in registry.capabilities(name):
+        x = _batch(n=2).x
+        mask = torch.zeros(1, 1, 16, 16)
+        mask[:, :, :8] = 1
+        opts = {k: v for k, v in getattr(fam, "PREVIEW_OPTIONS", {}).items()
+                if k in api.inspect.signature(fam.complete).parameters}
+        if "steps" in api.inspect.signature(fam.complete).parameters:
+            opts["steps"] = 3
+        out = loaded.complete(x, mask, seed=0, **opts)
+        assert out.shape == x.shape and torch.equal(out[:, :, :8], x[:, :, :8])
+
+
+# formulations that change a family's training and sampling code: the core of the contract once more for each
+VARIANTS = [("diffusion", {"formulation": "flow"})]
+
+
+@pytest.mark.parametrize("name,overrides", VARIANTS, ids=lambda v: v if isinstance(v, str) else
+                         ",".join(f"{k}={x}" for k, x in v.items()))
+def test_variant_trains_samples_round_trips_and_completes(name, overrides, accel, tmp_path):
+    fam, cfg, model, opts = _setup(name, **overrides)
+    assert all(getattr(cfg.model, k) == v for k, v in overrides.items())
+    model.train()
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    for step in range(8):
+        logs = fam.train_step(model, _batch(), opts, step, accel)
+        assert torch.isfinite(torch.as_tensor(logs["loss"])).all()
+    assert sum(not torch.equal(v, before[k]) for k, v in model.named_parameters()) >= 0.9 * len(before)
+    model.eval()
+    a, b = _sample(fam, model, 5, seed=3), _sample(fam, model, 5, seed=3)
+    assert a.shape == (5, 1, 16, 16) and torch.isfinite(a).all() and a.min() >= -1 and a.max() <= 1
+    assert torch.equal(a, b)
+    meta = {"family": name, "config": cfg.to_dict(), "data_info": INFO.to_dict(), "step": 8, "images_seen": 64}
+    path = checkpoint.save(tmp_path / "ckpt-00000008.safetensors", meta=meta, model=model, optimizers=opts)
+    loaded = api.load(path, device="cpu")
+    assert all(getattr(loaded.config.model, k) == v for k, v in overrides.items())
+    got = loaded.sample(4, seed=11, **getattr(fam, "PREVIEW_OPTIONS", {}))
+    assert torch.allclose(_sample(fam, model, 4, seed=11), got, atol=1e-6)
+    if "complete" in registry.capabilities(name):
+        x = _batch(n=2).x
+        mask = torch.zeros(2, 1, 16, 16)
+        mask[:, :, :8] = 1
+        out = loaded.complete(x, mask[:1].bool(), seed=0, steps=4, resample=2)
+        assert out.shape == x.shape and torch.equal(out[:, :, :8], x[:, :, :8])

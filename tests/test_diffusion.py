@@ -106,7 +106,8 @@ def test_class_cond_without_labels_is_a_user_error():
 @pytest.mark.parametrize("formulation", D.FORMULATIONS)
 def test_denoiser_with_the_ideal_network_output_returns_x0(formulation):
     """Feed the preconditioned denoiser the network output that each formulation's training target
-    defines (eps, v = sqrt(abar) eps - sqrt(1 - abar) x0, EDM's F target); D(x0 + sigma n) must be x0."""
+    defines (eps, v = sqrt(abar) eps - sqrt(1 - abar) x0, EDM's F target, flow's velocity n - x0 of
+    x_t = (1 - t) x0 + t n with t = sigma / (1 + sigma)); D(x0 + sigma n) must be x0."""
     model = tiny(formulation, class_cond=False)
     x0 = torch.rand(2, 1, 8, 8) * 2 - 1
     n = torch.randn(2, 1, 8, 8)
@@ -115,7 +116,8 @@ def test_denoiser_with_the_ideal_network_output_returns_x0(formulation):
     sigma_vp = sigma * alpha  # sqrt(1 - abar)
     sd = model.cfg.sigma_data
     targets = {"eps": n, "v": alpha * n - sigma_vp * x0,
-               "edm": (x0 - sd**2 / (sigma**2 + sd**2) * (x0 + sigma * n)) / (sigma * sd / (sigma**2 + sd**2).sqrt())}
+               "edm": (x0 - sd**2 / (sigma**2 + sd**2) * (x0 + sigma * n)) / (sigma * sd / (sigma**2 + sd**2).sqrt()),
+               "flow": n - x0}
 
     class Oracle(nn.Module):
         def forward(self, x, t, y=None):

@@ -317,3 +317,123 @@ def test_prefix_log_prob_is_the_likelihood_of_the_prefix():
     x2 = torch.where(known, x, _images(COLOUR_8, 2, seed=9))
     a, b = pc._prefix_log_prob(model, x, known, None), pc._prefix_log_prob(model, x2, known, None)
     torch.testing.assert_close(a, b)
+
+
+# ---------------------------------------------------------------------------------------------- PixelSNAIL
+
+
+def _grads_at(fn, inputs, i, sel=None):
+    """d(sum of fn(*inputs)[:, sel, position i]) / d(inputs), each summed over the batch -> [(C, N), ...]."""
+    out = fn(*inputs)  # (B, P, H, W)
+    flat = out.flatten(2)[:, :, i]
+    grads = torch.autograd.grad((flat if sel is None else flat[:, sel]).sum(), inputs)
+    return [g.abs().sum(0).flatten(1) for g in grads]
+
+
+@pytest.mark.parametrize("groups", [1, 3])
+def test_pixelsnail_attention_is_strictly_causal_per_channel_group(groups):
+    """The attention layer alone: its output at pixel p depends on the image and the features of every pixel
+    before p and of none at or after p, except that query group g reads the features of its own pixel in
+    groups <= g (which carry only channels < g of that pixel); the first pixel's output is exactly zero."""
+    from imagegen.families.pixelsnail_net import CausalAttention, positions
+
+    torch.manual_seed(0)
+    ch, dv, s = 6, 4, 4
+    att = CausalAttention(ch, groups, key_ch=3, value_ch=dv, groups=groups).double()
+    feat_groups = pc.group_ids(ch, groups)
+    out_groups = pc.group_ids(groups * dv, groups)
+    h = torch.randn(2, ch, s, s, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(2, groups, s, s, dtype=torch.float64, requires_grad=True)
+    pos = positions(s, s, h)
+    n = s * s
+    with torch.no_grad():
+        assert att(h, x, pos)[:, :, 0, 0].abs().max() == 0
+    for p in [1, 5, n - 1]:
+        for g in range(groups):
+            gh, gx = _grads_at(lambda a, b: att(a, b, pos), (h, x), p, out_groups == g)
+            assert not gx[:, p:].any() and not gh[:, p + 1:].any(), f"pixel {p} sees a later pixel"
+            assert gx[:, :p].min() > 0 and gh[:, :p].min() > 0, f"pixel {p} does not see every earlier pixel"
+            assert not gh[feat_groups > g, p].any(), f"query group {g} reads a later feature group"
+            assert gh[feat_groups <= g, p].min() > 0
+
+
+@pytest.mark.parametrize("info,likelihood", SETUPS, ids=SETUP_IDS)
+def test_pixelsnail_sees_the_whole_past_through_attention(info, likelihood):
+    """With attention, the output at a pixel depends on every sub-pixel before it (far above-right too, where
+    the down-right-shifted convolutions cannot reach); with no attention blocks it does not."""
+    s = info.size
+    i, j = s - 1, 0  # first pixel of the last row: (0, s-1) is out of every convolution's reach
+    for blocks, whole in [(2, True), (0, False)]:
+        model = _model(info, "pixelsnail", likelihood, blocks=blocks, layers=1, hidden_channels=12,
+                       head_channels=48).double()
+        x = _images(info, 2).double().requires_grad_(True)
+        (grad,) = torch.autograd.grad(model.net(x)[:, :, i, j].sum(), x)
+        seen = grad.abs().sum(0).flatten(1)[:, :i * s + j]  # (C, earlier pixels)
+        assert bool(seen.min() > 0) == whole, (blocks, seen)
+
+
+def test_pixelsnail_kv_cache_holds_every_finished_pixel():
+    """After sampling, each attention layer's KV cache holds exactly the keys of pixels 0..N-2 (slot s = pixel
+    s-1, slot 0 zero), the ones the full network computes."""
+    from imagegen.families.pixelsnail_net import positions
+
+    model = _model(COLOUR_8, "pixelsnail", "softmax")
+    net, s, p = model.net, COLOUR_8.size, model.net.pad
+    x = _images(COLOUR_8, 2)
+    with torch.no_grad():
+        cache = net.init_cache(x.new_zeros(2, s + p, s + 2 * p, 3), None, s, s)
+        for i in range(s):
+            for j in range(s):
+                cache["x"][:, i + p, j + p] = x[:, :, i, j]
+                net.at(cache, i, j)
+        assert cache["kv_slots"] == s * s
+        h = net.first(x)
+        block = net.blocks[0]
+        for layer in block.residual:
+            h = layer(h, None)
+        kv_in = torch.cat([x, h, positions(s, s, h).expand(2, -1, -1, -1)], 1)
+        keys = block.attention.key(kv_in).flatten(2).transpose(1, 2)  # (B, N, dk)
+        cached = cache["attn"][0]["k"]
+        assert cached[:, 0].abs().max() == 0
+        torch.testing.assert_close(cached[:, 1:], keys[:, :-1], rtol=1e-5, atol=1e-5)
+
+
+@pytest.fixture
+def pixelsnail_test_config(monkeypatch):
+    monkeypatch.setattr(pc, "TEST_CONFIG", {**pc.TEST_CONFIG, "arch": "pixelsnail"})
+
+
+def _contract_tests():
+    import test_contract  # tests/test_contract.py: the checks every registered family passes
+
+    for name, fn in vars(test_contract).items():
+        marks = [m for m in getattr(fn, "pytestmark", []) if m.name == "parametrize" and m.args[0] == "name"]
+        if name.startswith("test_") and marks and "pixelcnn" in marks[0].args[1]:
+            yield pytest.param(fn, id=name)
+
+
+@pytest.mark.parametrize("contract_test", list(_contract_tests()))
+def test_pixelsnail_passes_the_family_contract(contract_test, pixelsnail_test_config, accel, tmp_path):
+    """The shared contract test (train step, sample shape and seed, checkpoint round trip, nll, complete,
+    class conditioning, binary data) with model.arch=pixelsnail instead of the family's default arch."""
+    import inspect
+
+    fixtures = {"name": "pixelcnn", "accel": accel, "tmp_path": tmp_path}
+    contract_test(**{k: fixtures[k] for k in inspect.signature(contract_test).parameters})
+    assert pc.Config(**pc.TEST_CONFIG).arch == "pixelsnail"
+
+
+def test_a_run_saved_before_the_pixelsnail_settings_still_resumes():
+    """model.blocks / key_channels / value_channels are new: a run saved without them (at their defaults) is the
+    same setup, so resuming it is not refused; a non-default value is still a different setup."""
+    import copy
+
+    from imagegen import config, trainer
+
+    cfg = config.resolve("pixelcnn")
+    saved = copy.deepcopy(cfg.to_dict())
+    for key in ("blocks", "key_channels", "value_channels"):
+        del saved["model"][key]
+    assert trainer._same_setup(saved, cfg) is None
+    other = config.resolve("pixelcnn", overrides={"model": {"blocks": 3}})
+    assert trainer._same_setup(saved, other).startswith("model.blocks")

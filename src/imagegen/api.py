@@ -18,9 +18,10 @@ from .errors import ImagegenError
 def train(family: str | None = None, *, out: str | Path, preset: str | None = None, data: str | None = None,
           data_root: str | Path | None = None, steps: int | None = None, kimg: float | None = None,
           budget: str | float | None = None, overrides: dict | list[str] | None = None, fresh: bool = False,
-          progress: bool = True) -> Path:
+          progress: bool = True, latent: str | Path | None = None) -> Path:
     """Train a model; returns the run directory. ``overrides`` is a nested dict or ``["a.b=c", ...]``;
-    ``data_root`` is the CLI's ``--data-root`` (the folder holding MNIST/raw/, cifar-10-batches-py/, ...)."""
+    ``data_root`` is the CLI's ``--data-root`` (the folder holding MNIST/raw/, cifar-10-batches-py/, ...);
+    ``latent`` a trained autoencoder run whose codes the model learns (``data.latent``, imagegen.latent)."""
     if isinstance(overrides, list):
         overrides = config.parse_overrides(overrides)
     ov: dict = {"data": {}, "train": {}}
@@ -29,6 +30,8 @@ def train(family: str | None = None, *, out: str | Path, preset: str | None = No
         ov["data"]["name"] = data
     if data_root is not None:
         ov["data"]["root"] = str(data_root)
+    if latent is not None:
+        ov["data"]["latent"] = str(latent)
     if steps is not None:
         ov["train"]["steps"] = steps
     if kimg is not None:
@@ -53,13 +56,25 @@ def pick_device(device: str = "auto") -> torch.device:
 
 
 class LoadedModel:
-    """A trained model restored from a checkpoint, in eval mode, with the family's operations."""
+    """A trained model restored from a checkpoint, in eval mode, with the family's operations.
+
+    ``info`` describes the images the model takes and gives. A latent model (``first_stage`` set, see
+    imagegen.latent) runs its family on the first stage's codes: what the family samples is decoded, images
+    it is given are encoded, and ``complete`` gets a mask on the latent grid with the known pixels pasted back
+    after decoding, so every method below still speaks images."""
 
     def __init__(self, family: str, cfg: config.RunConfig, info: DataInfo, module: torch.nn.Module,
-                 meta: dict, path: Path, device: torch.device):
+                 meta: dict, path: Path, device: torch.device, first_stage=None):
         self.family, self.config, self.info, self.module = family, cfg, info, module
         self.meta, self.path, self.device = meta, path, device
         self.fam = registry.get_family(family)
+        self.first_stage = first_stage  # imagegen.latent.FirstStage or None
+
+    def _decoded(self, z: torch.Tensor) -> torch.Tensor:
+        return z if self.first_stage is None else self.first_stage.decode(z)
+
+    def _encoded(self, x: torch.Tensor | None) -> torch.Tensor | None:
+        return x if self.first_stage is None or x is None else self.first_stage.encode(x)
 
     @property
     def step(self) -> int:
@@ -71,7 +86,9 @@ class LoadedModel:
         return self.config.class_conditional(self.info.num_classes)
 
     def __repr__(self) -> str:
-        return f"LoadedModel({self.family}, step {self.step}, {self.info.channels}x{self.info.size}x{self.info.size})"
+        latent = "" if self.first_stage is None else f", on {'x'.join(map(str, self.first_stage.latent_shape))} codes"
+        return (f"LoadedModel({self.family}, step {self.step}, {self.info.channels}x{self.info.size}x{self.info.size}"
+                f"{latent})")
 
     def _generator(self, seed: int | None) -> torch.Generator | None:
         if seed is None:
@@ -143,7 +160,7 @@ class LoadedModel:
         for start in range(0, n, batch_size):
             m = min(batch_size, n - start)
             yb = None if y is None else y[start:start + m]
-            out.append(self._call("sample", m, labels=yb, generator=g, **options).float().cpu())
+            out.append(self._decoded(self._call("sample", m, labels=yb, generator=g, **options)).float().cpu())
             bar.update(m)
         bar.close()
         return torch.cat(out)
@@ -153,6 +170,9 @@ class LoadedModel:
         from .families.base import check_labels
 
         check_range(batch_size, "[1,inf)", "batch_size")
+        if self.first_stage is not None:
+            raise ImagegenError("a latent model's likelihood is over its first stage's codes, not over pixels, so it "
+                                "is not comparable with pixel models; nll does not apply to it")
         x = self._images(x)
         y = check_labels(labels, x.shape[0], self.info.num_classes, self.device)
         out = []
@@ -164,21 +184,75 @@ class LoadedModel:
 
     def complete(self, x: torch.Tensor, mask: torch.Tensor, labels=None, seed: int | None = 0, **options):
         x = self._images(x)
-        return self._call("complete", x, self._mask(mask, x), labels=labels,
-                          generator=self._generator(seed), **options).float().cpu()
+        mask = self._mask(mask, x)
+        if self.first_stage is None:
+            return self._call("complete", x, mask, labels=labels, generator=self._generator(seed),
+                              **options).float().cpu()
+        # unknown pixels are zeroed before encoding, so no code carries what is to be filled in
+        z = self.first_stage.encode(x * mask)
+        z = self._call("complete", z, self.first_stage.latent_mask(mask), labels=labels,
+                       generator=self._generator(seed), **options)
+        return (mask * x + (1 - mask) * self._decoded(z)).float().cpu()
 
     def denoise(self, x: torch.Tensor, strength: float, labels=None, seed: int | None = 0, **options):
-        return self._call("denoise", self._images(x), strength, labels=labels,
-                          generator=self._generator(seed), **options).float().cpu()
+        return self._decoded(self._call("denoise", self._encoded(self._images(x)), strength, labels=labels,
+                                        generator=self._generator(seed), **options)).float().cpu()
 
-    def interpolate(self, a, b, frames: int = 8, labels=None, seed: int | None = 0, **options):
-        a = None if a is None else self._images(a, "a")
-        b = None if b is None else self._images(b, "b")
-        return self._call("interpolate", a, b, frames, labels=labels, generator=self._generator(seed),
+    def restore(self, y: torch.Tensor, operator, mask=None, labels=None, seed: int | None = 0,
+                **options) -> torch.Tensor:
+        """Recover images x from a measurement y = A(x) + noise (docs/restoration.md). ``operator``: an
+        ``imagegen.restoration.Operator`` or a task string (``sr2``, ``sr4``, ``denoise:0.2``, ``colourise``,
+        ``inpaint``, joined with ``+``); ``inpaint`` takes ``mask`` (1 = known). ``y`` has the measurement's
+        shape: (N, C, H/K, W/K) for srK, (N, 1, H, W) for colourise. Returns (N, C, H, W) on the CPU; for a
+        noiseless operator A(result) equals y to float precision."""
+        from . import restoration
+
+        c, s = self.info.channels, self.info.size
+        if isinstance(operator, str):
+            m = None
+            if mask is not None:
+                if not isinstance(y, torch.Tensor) or y.dim() != 4:
+                    raise ImagegenError(f"y must be a float tensor (N, C, H, W), got {type(y).__name__}")
+                m = self._mask(mask, y)
+            operator = restoration.parse_task(operator, c, s, m)
+        elif not isinstance(operator, restoration.Operator):
+            raise ImagegenError(f"operator must be a task string like 'sr4' or an imagegen.restoration.Operator, "
+                                f"got {type(operator).__name__}")
+        restoration.check_offered(self.family, operator)
+        y = self._measurement(y, *operator.measurement_shape(c, s), noisy=not operator.noiseless)
+        if self.first_stage is not None:  # the operators act on pixels, the family on codes
+            if operator.mask is None or not operator.noiseless:
+                raise ImagegenError(f"a latent model restores by inpainting only (task inpaint), not "
+                                    f"{operator.describe()}: its operators act on pixels and the model on codes; "
+                                    f"use a pixel-space model")
+            return self.complete(y, operator.mask, labels=labels, seed=seed, **options)
+        return self._call("restore", y, operator.to(self.device), labels=labels, generator=self._generator(seed),
                           **options).float().cpu()
 
+    def _measurement(self, y, c: int, s: int, noisy: bool) -> torch.Tensor:
+        """``_images`` for a measurement of shape (N, c, s, s); a noisy one may leave [-1, 1]."""
+        want = f"a float tensor of shape (N, {c}, {s}, {s})" + ("" if noisy else " with values in [-1, 1]")
+        if not isinstance(y, torch.Tensor) or not y.is_floating_point():
+            got = type(y).__name__ if not isinstance(y, torch.Tensor) else f"dtype {y.dtype}"
+            raise ImagegenError(f"the measurement must be {want}, got {got}")
+        if y.dim() != 4 or tuple(y.shape[1:]) != (c, s, s) or y.shape[0] == 0:
+            raise ImagegenError(f"the measurement must be {want} for this operator and model, got shape "
+                                f"{tuple(y.shape)}")
+        if not torch.isfinite(y).all():
+            raise ImagegenError("the measurement contains NaN or infinite values")
+        if not noisy and (y.min().item() < -1 - 1e-4 or y.max().item() > 1 + 1e-4):
+            raise ImagegenError(f"the measurement must have values in [-1, 1], got [{y.min().item():.4g}, "
+                                f"{y.max().item():.4g}]; imagegen.data.to_float maps uint8 0..255 to [-1, 1]")
+        return y.to(self.device)
+
+    def interpolate(self, a, b, frames: int = 8, labels=None, seed: int | None = 0, **options):
+        a = None if a is None else self._encoded(self._images(a, "a"))
+        b = None if b is None else self._encoded(self._images(b, "b"))
+        return self._decoded(self._call("interpolate", a, b, frames, labels=labels, generator=self._generator(seed),
+                                        **options)).float().cpu()
+
     def reconstruct(self, x: torch.Tensor, labels=None) -> torch.Tensor:
-        return self._call("reconstruct", self._images(x), labels=labels).float().cpu()
+        return self._decoded(self._call("reconstruct", self._encoded(self._images(x)), labels=labels)).float().cpu()
 
 
 class _nullcontext:
@@ -201,15 +275,25 @@ def check_options(fn, options: dict, where: str) -> None:
         raise ImagegenError(f"{where} does not take option '{unknown[0]}'; it takes: {', '.join(valid) or 'none'}")
 
 
-def load(path: str | Path, device: str = "auto", ema: bool = True, family: str | None = None) -> LoadedModel:
-    """Load a run directory (its newest checkpoint) or a checkpoint file. Uses the EMA weights if present."""
+def load(path: str | Path, device: str = "auto", ema: bool = True, family: str | None = None,
+         first_stage: str | Path | None = None) -> LoadedModel:
+    """Load a run directory (its newest checkpoint) or a checkpoint file. Uses the EMA weights if present.
+
+    A latent model finds its first stage where its checkpoint recorded it (or at ``first_stage``) and checks
+    that file's sha256 (imagegen.latent.find_first_stage)."""
     ck = checkpoint.load(path, family=family)
     cfg = config.from_saved(ck.meta["config"])
     info = DataInfo.from_dict(ck.meta["data_info"])
     fam = registry.get_family(cfg.family)
-    module = fam.build(cfg.model, info)
+    latent = ck.meta.get("latent")
+    module = fam.build(cfg.model, DataInfo.from_dict(latent["data_info"]) if latent else info)
     ck.load_module(module, "ema" if ema and ck.has_ema() else "model")
     dev = pick_device(device)
     module.to(dev).eval()
     module.requires_grad_(False)
-    return LoadedModel(cfg.family, cfg, info, module, ck.meta, ck.path, dev)
+    stage = None
+    if latent:
+        from .latent import find_first_stage
+
+        stage = find_first_stage(latent["first_stage"], path, dev, override=first_stage)
+    return LoadedModel(cfg.family, cfg, info, module, ck.meta, ck.path, dev, first_stage=stage)

@@ -35,8 +35,11 @@ def list_cmd() -> None:
 
     _echo("families:")
     for name in registry.FAMILIES:
-        caps = registry.capabilities(name)
-        _echo(f"  {name:<10} sample{', ' + ', '.join(caps) if caps else ''}")
+        caps = (["sample"] if registry.generative(name) else []) + [
+            f"restore ({', '.join(registry.restore_tasks(name))})" if c == "restore" else c
+            for c in registry.capabilities(name)]
+        role = "" if registry.generative(name) else "  (first stage of latent models: train FAMILY --latent RUN)"
+        _echo(f"  {name:<11} {', '.join(caps)}{role}")
     _echo("datasets:")
     for d in DATASETS:
         _echo(f"  {d}")
@@ -59,6 +62,11 @@ def info_cmd(run: Path = typer.Argument(..., help="run directory or checkpoint f
     _echo(f"data:        {m['data_info']['name']} ({m['data_info']['channels']}x{m['data_info']['size']}x"
           f"{m['data_info']['size']}, {m['data_info']['num_classes']} classes)"
           + (f"; {m['data_info']['channels_from']}" if m["data_info"].get("channels_from") else ""))
+    fs = m.get("latent", {}).get("first_stage")
+    if fs:
+        shape = "x".join(str(v) for v in fs.get("latent_shape", []))
+        _echo(f"latent:      {shape} codes of the first stage {fs['path']} (autoencoder step {fs.get('step')}, "
+              f"sha256 {fs['sha256'][:12]})")
     _echo(f"step:        {m['step']}")
     _echo(f"images seen: {m['images_seen']} ({m['images_seen'] / 1000:.1f} kimg)")
     _echo(f"train time:  {m.get('elapsed_s', 0):.0f} s")
@@ -120,6 +128,7 @@ def train_cmd(
     data_root: str | None = typer.Option(None, help="dataset root (torchvision layout); or $IMAGEGEN_DATA"),
     image_size: int | None = typer.Option(None, help="resize images to this size"),
     channels: int | None = typer.Option(None, help="1 (grey) or 3 (RGB)"),
+    latent: str | None = typer.Option(None, help="a trained autoencoder run: model its codes (a latent model)"),
     steps: int | None = typer.Option(None, help="budget: optimiser steps"),
     kimg: float | None = typer.Option(None, help="budget: thousands of training images"),
     budget: str | None = typer.Option(None, help="budget: wall-clock time, e.g. 90s, 5m, 1.5h"),
@@ -135,7 +144,8 @@ def train_cmd(
     ov = config.parse_overrides(set_)
     ov.setdefault("data", {})
     ov.setdefault("train", {})
-    for key, val in (("name", data), ("root", data_root), ("image_size", image_size), ("channels", channels)):
+    for key, val in (("name", data), ("root", data_root), ("image_size", image_size), ("channels", channels),
+                     ("latent", latent)):
         if val is not None:
             ov["data"][key] = val
     for key, val in (("steps", steps), ("kimg", kimg), ("seed", seed)):
@@ -150,7 +160,8 @@ def train_cmd(
         _echo(cfg.to_json())
         return
     if out is None:
-        out = Path("runs") / f"{cfg.family}-{cfg.data.name.replace('folder:', '').strip('/').replace('/', '_')}"
+        kind = f"latent-{cfg.family}" if cfg.data.latent else cfg.family
+        out = Path("runs") / f"{kind}-{cfg.data.name.replace('folder:', '').strip('/').replace('/', '_')}"
     from .trainer import train as run_training
 
     run_dir = run_training(cfg, out, fresh=not resume)
@@ -398,6 +409,8 @@ def _register_extensions() -> None:
     except ImportError:
         return
     cli_eval.register(app)
+    __import__(f"{__package__}.cli_restore", fromlist=["register"]).register(app)  # restore, enhance
+    __import__(f"{__package__}.cli_serve", fromlist=["register"]).register(app)  # imagegen serve (the web app)
 
 
 _register_extensions()

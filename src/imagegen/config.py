@@ -35,9 +35,18 @@ class DataConfig:
     limit: int | None = None  # keep only the first N images (quick experiments)
     hflip: bool = False  # random horizontal flips while training (colour datasets)
     download: bool = True  # let torchvision download a missing dataset (needs a network)
+    latent: str | None = None  # a trained autoencoder run or checkpoint: train on its codes (imagegen.latent)
+    # per-image training augmentation (imagegen.augment): hflip, rotate:DEG, scale:LO-HI, translate:PX,
+    # colour-jitter:B,C,S,H; e.g. --set data.augment=rotate:10,translate:2
+    augment: list[str] = field(default_factory=list)
 
     RANGES: ClassVar[dict[str, str]] = {"image_size": f"[1,{MAX_IMAGE_SIZE}]", "limit": "[1,inf)",
                                         "channels": "[1,3]"}
+
+    def __post_init__(self):
+        from .augment import canonical
+
+        self.augment = canonical(self.augment)  # validated now (one-line error), recorded as parsed
 
 
 @dataclass

@@ -83,10 +83,20 @@ class ImageDataset:
         labels = None if self.labels is None else self.labels.to(device)
         return ImageDataset(self.images.to(device), labels, self.info, self.binarize)
 
-    def batch(self, idx: torch.Tensor, generator: torch.Generator | None = None, hflip: bool = False) -> Batch:
-        """Gather images ``idx`` and turn them into floats in [-1, 1] on the dataset's device."""
+    def batch(self, idx: torch.Tensor, generator: torch.Generator | None = None, hflip: bool = False,
+              augment: list[str] | None = None) -> Batch:
+        """Gather images ``idx`` and turn them into floats in [-1, 1] on the dataset's device. ``augment``:
+        ``data.augment`` (imagegen.augment), per image, applied before binarisation so the Bernoulli draws
+        see the transformed intensities."""
         u8 = self.images[idx]
-        x = to_float(u8, self.binarize, generator)
+        if augment:
+            from .augment import apply
+
+            x = apply(to_float(u8), augment, generator)
+            if self.binarize:
+                x = to_float(((x + 1) * 127.5).round().to(torch.uint8), True, generator)
+        else:
+            x = to_float(u8, self.binarize, generator)
         if hflip:
             flip = torch.rand(x.shape[0], device=x.device, generator=generator) < 0.5
             x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)

@@ -419,8 +419,12 @@ def training_eval_options(cfg, info) -> EvalOptions | None:
     metrics = parse_list(t.eval_metrics, METRICS, "train.eval_metrics metric")
     if not metrics:
         raise ImagegenError(f"train.eval_metrics is empty; choose from {', '.join(METRICS)}")
-    if "nll" in metrics and "nll" not in registry.capabilities(cfg.family):
-        raise ImagegenError(f"train.eval_metrics: the {cfg.family} family has no likelihood; drop nll")
+    if not registry.generative(cfg.family):
+        raise ImagegenError(f"train.eval_every scores samples, and the {cfg.family} family draws none; drop it")
+    if "nll" in metrics and ("nll" not in registry.capabilities(cfg.family) or cfg.data.latent):
+        why = ("a latent model's likelihood is over its codes, not pixels" if cfg.data.latent
+               else f"the {cfg.family} family has no likelihood")
+        raise ImagegenError(f"train.eval_metrics: nll does not apply ({why}); drop it")
     if any(m in ("cacc", "cas") for m in metrics) and not cfg.class_conditional(info.num_classes):
         raise ImagegenError("train.eval_metrics: cacc and cas need a class-conditional model "
                             "(model.class_cond=true)")
@@ -457,14 +461,15 @@ def training_result_keys(metrics: list[str]) -> list[str]:
     return out
 
 
-def evaluate_during_training(net, cfg, info, step: int, opts: EvalOptions, device, run_dir) -> dict:
+def evaluate_during_training(net, cfg, info, step: int, opts: EvalOptions, device, run_dir,
+                             first_stage=None) -> dict:
     """``imagegen eval`` of ``net`` (the EMA copy, in eval mode) at this step: the same code, metrics and
     reference (the test split; balanced labels for class-conditional models), sampled from a fixed seed with
     the family's preview options (diffusion: DPM-Solver++(2M), 10 steps), so one run's numbers are comparable
     across its steps."""
     from .api import LoadedModel
 
-    model = LoadedModel(cfg.family, cfg, info, net, {"step": step}, None, device)
+    model = LoadedModel(cfg.family, cfg, info, net, {"step": step}, None, device, first_stage=first_stage)
     opts.device = str(device)
     return _evaluate_model(model, run_dir, opts, dict(getattr(model.fam, "PREVIEW_OPTIONS", {})))
 

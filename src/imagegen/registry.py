@@ -16,6 +16,7 @@ FAMILIES: dict[str, str] = {
     "gan": "imagegen.families.gan",
     "pixelcnn": "imagegen.families.pixelcnn",
     "diffusion": "imagegen.families.diffusion",
+    "autoencoder": "imagegen.families.autoencoder",  # the first stage of latent models (imagegen.latent)
 }
 
 _REQUIRED = ("Config", "build", "train_step", "sample")
@@ -32,6 +33,18 @@ def get_family(name: str) -> ModuleType:
 
 
 def capabilities(name: str) -> list[str]:
-    """Optional contract functions a family offers (nll, complete, denoise, interpolate, ...)."""
+    """Optional contract functions a family offers (nll, complete, denoise, interpolate, restore, ...)."""
     module = get_family(name)
-    return [f for f in ("nll", "complete", "denoise", "interpolate", "reconstruct") if hasattr(module, f)]
+    return [f for f in ("nll", "complete", "denoise", "interpolate", "reconstruct", "restore") if hasattr(module, f)]
+
+
+def restore_tasks(name: str) -> tuple[str, ...]:
+    """The restoration tasks (imagegen.restoration.TASKS: inpaint, sr, colourise, denoise) a family's
+    ``restore`` solves, from its ``RESTORE_TASKS``; () when it has no ``restore``."""
+    module = get_family(name)
+    return tuple(getattr(module, "RESTORE_TASKS", ())) if hasattr(module, "restore") else ()
+
+
+def generative(name: str) -> bool:
+    """Whether a family draws samples (every one but the autoencoder, a first stage for latent models)."""
+    return bool(getattr(get_family(name), "GENERATIVE", True))

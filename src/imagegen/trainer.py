@@ -8,6 +8,7 @@ gradient accumulation and multi-process runs (``accelerate launch`` / ``torchrun
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -25,6 +26,7 @@ from .errors import ImagegenError
 from .evaluate import LOWER_IS_BETTER, evaluate_during_training, training_eval_options
 from .families.base import default_optimizers
 from .interrupt import StopRequest
+from .latent import check_data_config, encode_dataset, load_first_stage
 from .memory import check_training as check_training_memory
 
 # datasets up to this size live on the accelerator, so a batch is one index lookup
@@ -92,9 +94,12 @@ def _same_setup(saved: dict, cfg: RunConfig) -> str | None:
     if saved.get("family") != now["family"]:
         return f"family ({saved.get('family')} vs {now['family']})"
     for section in ("model", "data"):
+        defaults = {f.name: f.default for f in dataclasses.fields(getattr(cfg, section))}
         for k, v in now[section].items():
             if section == "data" and k in ("download", "root"):
                 continue  # where the files come from does not change the run
+            if k not in saved.get(section, {}) and v == defaults.get(k):
+                continue  # a setting added to the code after the run was saved, at its default
             if saved.get(section, {}).get(k) != v:
                 return f"{section}.{k} ({saved.get(section, {}).get(k)!r} vs {v!r})"
     return None
@@ -159,9 +164,18 @@ def train(cfg: RunConfig, out: str | Path, *, fresh: bool = False, progress: boo
     from accelerate.utils import set_seed
 
     set_seed(t.seed)  # the same on every rank, so every rank builds the same initial weights
+    first_stage = None  # data.latent: the frozen autoencoder whose codes this run models (imagegen.latent)
+    if cfg.data.latent:
+        check_data_config(cfg)
+        first_stage = load_first_stage(cfg.data.latent, device=accel.device)
+        # a run directory -> its checkpoint file now, so a resume after the autoencoder trained on is refused
+        cfg = replace(cfg, data=replace(cfg.data, latent=str(first_stage.path.resolve())))
     dataset = load_dataset(cfg.data, "train")
-    info = dataset.info
-    eval_opts = training_eval_options(cfg, info)  # checked before any step: fails now, not in an hour
+    pixel_info = dataset.info  # what the run's samples are: images, also for a latent model
+    if first_stage is not None:
+        dataset = encode_dataset(first_stage, dataset, cfg.data, progress=main and progress)
+    info = dataset.info  # what the family models: the images, or the first stage's codes
+    eval_opts = training_eval_options(cfg, pixel_info)  # checked before any step: fails now, not in an hour
     # the model and one batch must fit: a one-line error now instead of an allocator traceback mid-run
     check_training_memory(cfg, fam, info, accel.device, n_images=len(dataset),
                           data_bytes=dataset.images.numel() if dataset.images.numel() <= _ON_DEVICE_BYTES else 0)
@@ -183,6 +197,9 @@ def train(cfg: RunConfig, out: str | Path, *, fresh: bool = False, progress: boo
     if ckpt_path is not None:
         ck = checkpoint.load(ckpt_path)
         diff = _same_setup(ck.meta["config"], cfg)
+        saved_sha = ck.meta.get("latent", {}).get("first_stage", {}).get("sha256")
+        if not diff and first_stage is not None and saved_sha != first_stage.sha256:
+            diff = f"first stage (its file {first_stage.path} changed since the run was started)"
         if diff:
             raise ImagegenError(f"{out} holds a run with a different {diff}; resume it with the same settings, "
                                 f"pick another --out, or pass --fresh to start over")
@@ -263,10 +280,12 @@ def train(cfg: RunConfig, out: str | Path, *, fresh: bool = False, progress: boo
         checkpoint.prune(out, t.keep_last)
 
     def write_checkpoint(path: Path, **extra_meta) -> None:
-        meta = {"family": cfg.family, "config": cfg.to_dict(), "data_info": info.to_dict(), "step": step,
+        meta = {"family": cfg.family, "config": cfg.to_dict(), "data_info": pixel_info.to_dict(), "step": step,
                 "images_seen": images_seen, "elapsed_s": elapsed(), "sampler": sampler.state_dict(),
                 "world_size": accel.num_processes, "ema_updates": ema.updates if ema else 0,
                 "version": _version(), **extra_meta}
+        if first_stage is not None:
+            meta["latent"] = {"first_stage": first_stage.record(out), "data_info": info.to_dict()}
         checkpoint.save(path, meta=meta, model=accel.unwrap_model(model), ema=ema.module if ema else None,
                         optimizers=opts_inner(), include_rng=True)
 
@@ -281,8 +300,13 @@ def train(cfg: RunConfig, out: str | Path, *, fresh: bool = False, progress: boo
         net.eval()
         g = torch.Generator(device=device).manual_seed(preview_gen_seed)
         with torch.no_grad():
-            x = fam.sample(net, t.sample_n, labels=preview_labels(cfg, info, t.sample_n, device), generator=g,
-                           **getattr(fam, "PREVIEW_OPTIONS", {}))
+            if hasattr(fam, "preview"):  # a family without a sampler of its own (the autoencoder)
+                x = fam.preview(net, dataset.batch(torch.arange(min(t.sample_n, len(dataset)), device=device)).x)
+            else:
+                x = fam.sample(net, t.sample_n, labels=preview_labels(cfg, info, t.sample_n, device), generator=g,
+                               **getattr(fam, "PREVIEW_OPTIONS", {}))
+                if first_stage is not None:
+                    x = first_stage.decode(x)
         net.train(was_training)
         save_grid(x, out / "samples" / f"step-{step:08d}.png")
 
@@ -314,7 +338,8 @@ def train(cfg: RunConfig, out: str | Path, *, fresh: bool = False, progress: boo
             net = ema.module if ema is not None else accel.unwrap_model(model)
             was_training = net.training
             net.eval()
-            res = evaluate_during_training(net, cfg, info, step, replace(eval_opts), device, out)
+            res = evaluate_during_training(net, cfg, pixel_info, step, replace(eval_opts), device, out,
+                                           first_stage=first_stage)
             net.train(was_training)
             spent = time.perf_counter() - t0
             t_start += spent  # the training clock (and the budget) skips the evaluation
@@ -336,7 +361,7 @@ def train(cfg: RunConfig, out: str | Path, *, fresh: bool = False, progress: boo
         while not stop_now():
             for _ in range(t.grad_accum_steps):
                 idx = sampler.next().to(device)
-                batch = dataset.batch(idx, hflip=cfg.data.hflip)
+                batch = dataset.batch(idx, hflip=cfg.data.hflip, augment=cfg.data.augment)
                 with accel.accumulate(model), accel.autocast():
                     logs = fam.train_step(model, batch, opts, step, accel)
                 loss = logs.get("loss")

@@ -36,8 +36,26 @@ Optional::
     def interpolate(model, a, b, frames, labels=None, generator=None, **options) -> Tensor
         # (frames, C, H, W) from a to b; a, b are images (1, C, H, W) in [-1, 1]
     def reconstruct(model, x, labels=None) -> Tensor
+    RESTORE_TASKS: tuple[str, ...]                 # which of imagegen.restoration.TASKS (inpaint, sr, colourise,
+        # denoise) ``restore`` solves; ``imagegen list`` shows them and a task outside them is a one-line error
+        # naming the families that offer it (registry.restore_tasks, restoration.check_offered)
+    def restore(model, y, operator, labels=None, generator=None, **options) -> Tensor
+        # recover (N, C, H, W) images from a measurement y = A(x) + sigma_y n; ``operator`` is an
+        # imagegen.restoration.Operator (forward A, pseudo-inverse A+, noise sigma_y), y has its measurement
+        # shape. For a noiseless operator A(result) == y to float precision (``operator.finalize``).
+        # The operators are shared; each family solves it as its kind of model can (diffusion: DDNM; GAN:
+        # latent search; VAE: pseudo-Gibbs or latent MAP; PixelCNN: masks only)
+    GENERATIVE: bool                               # default True; False for a family that draws no samples
+        # (the autoencoder, the first stage of latent models): its ``sample`` is a one-line error, the
+        # contract test checks reconstructions instead, and ``imagegen list`` shows it as a first stage
+    def preview(model, x) -> Tensor                # the trainer's periodic grid from real images ``x`` instead
+        # of ``sample`` (the autoencoder: each image beside its reconstruction)
+
+Latent models (``data.latent``, imagegen.latent) need nothing from a family: it is built on a DataInfo of the
+first stage's codes and trained, sampled and completed on them; ``LoadedModel`` encodes and decodes.
 
 What reaches these functions through ``imagegen.api.LoadedModel`` (the CLI and the Python API) is already
 checked there: ``x``/``a``/``b`` are float (N, C, H, W) of the model's shape in [-1, 1] on the model's
-device, a mask is float (N, 1, H, W) of 0s and 1s, ``nll``'s labels a (N,) long tensor in range.
+device, a mask is float (N, 1, H, W) of 0s and 1s, ``nll``'s labels a (N,) long tensor in range; ``restore``'s y
+has the operator's measurement shape, and the operator is one the family's RESTORE_TASKS cover.
 """

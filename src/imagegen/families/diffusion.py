@@ -1,6 +1,6 @@
-"""Diffusion models: the DDPM UNet (Ho et al. 2020) trained as DDPM-eps, v-prediction or EDM.
+"""Diffusion models: the DDPM UNet (Ho et al. 2020) trained as DDPM-eps, v-prediction, EDM or flow matching.
 
-One network, three *formulations* (``model.formulation``), all exposed to the samplers as one denoiser
+One network, four *formulations* (``model.formulation``), all exposed to the samplers as one denoiser
 D(x, sigma) -> x0_hat in the variance-exploding frame x = x0 + sigma * n (see ``imagegen.samplers``):
 
 - ``eps``  DDPM (Ho et al. 2020): discrete t in 0..T-1, x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps,
@@ -10,6 +10,10 @@ D(x, sigma) -> x0_hat in the variance-exploding frame x = x0 + sigma * n (see ``
            2022, sec. 4), which stays well scaled at both ends of the schedule.
 - ``edm``  Karras et al. 2022: continuous sigma ~ logN(P_mean, P_std), preconditioning c_skip, c_out,
            c_in, c_noise and the loss weight lambda(sigma) of their table 1.
+- ``flow`` flow matching with the linear path of rectified flow (Lipman et al. 2023; Liu et al. 2023):
+           x_t = (1 - t) x0 + t eps, t in [0, 1], the net predicts the velocity v = eps - x0, loss
+           ||v_hat - v||^2, t ~ logit-normal (Esser et al. 2024, SD3) or uniform. In the VE frame
+           x = x_t / (1 - t), sigma = t / (1 - t) and x0_hat = x_t - t v_hat.
 
 Class conditioning: a label embedding added to the time embedding; during training labels are dropped
 to a "null" class (index = num_classes) with probability ``label_dropout`` so the same net is also the
@@ -34,7 +38,8 @@ from .base import check_labels, optimizer_step, slerp, strip_label
 
 NAME = "diffusion"
 
-FORMULATIONS = ("eps", "v", "edm")
+FORMULATIONS = ("eps", "v", "edm", "flow")
+FLOW_T_DISTS = ("logit-normal", "uniform")
 SCHEDULES = ("linear", "cosine")
 
 
@@ -51,7 +56,7 @@ class Config:
     class_cond: bool = False
     label_dropout: float = 0.1  # P(label -> null class) in training; needed for classifier-free guidance
     # formulation
-    formulation: str = "eps"  # eps | v | edm
+    formulation: str = "eps"  # eps | v | edm | flow
     schedule: str = "linear"  # linear | cosine   (eps and v)
     num_timesteps: int = 1000  # T (eps and v)
     beta_start: float = 1e-4  # linear schedule
@@ -61,6 +66,13 @@ class Config:
     p_std: float = 1.2
     sigma_min: float = 0.002  # EDM sampling range
     sigma_max: float = 80.0
+    # flow matching: the training distribution of t. logit-normal (t = sigmoid(m + s n), Esser et al. 2024,
+    # sec. 3.1; their best rectified-flow setting, m = 0, s = 1) puts the updates on the middle of the path,
+    # where the velocity is hardest to predict; uniform is Lipman et al.'s and Liu et al.'s choice
+    flow_t_dist: str = "logit-normal"  # logit-normal | uniform
+    flow_t_mean: float = 0.0
+    flow_t_std: float = 1.0
+    flow_t_max: float = 0.9999  # where sampling starts: t = 1 is sigma = inf (samplers.uniform_t_sigmas)
     # speed (none changes the maths)
     channels_last: bool = False  # NHWC memory format: faster convolutions on tensor-core GPUs
     compile: bool = False  # torch.compile the UNet (first steps are slow while it compiles)
@@ -73,7 +85,7 @@ class Config:
         "attn_resolutions": "[1,inf)", "attn_heads": "[1,inf)", "dropout": "[0,1)", "norm_groups": "[1,inf)",
         "label_dropout": "[0,1)", "num_timesteps": "[1,100000]", "beta_start": "(0,1)", "beta_end": "(0,1)",
         "sigma_data": "(0,inf)", "p_std": "(0,inf)", "sigma_min": "(0,inf)", "sigma_max": "(0,inf)",
-        "nll_t_samples": "[0,inf)"}
+        "flow_t_std": "(0,inf)", "flow_t_max": "(0,1)", "nll_t_samples": "[0,inf)"}
 
 
 TRAIN_DEFAULTS = {"lr": 2e-4, "batch_size": 128, "grad_clip": 1.0, "ema_decay": 0.9999}
@@ -210,6 +222,9 @@ class Diffusion(nn.Module):
         if cfg.formulation not in FORMULATIONS:
             raise ImagegenError(f"model.formulation must be one of {', '.join(FORMULATIONS)}, "
                                 f"got '{cfg.formulation}'")
+        if cfg.formulation == "flow" and cfg.flow_t_dist not in FLOW_T_DISTS:
+            raise ImagegenError(f"model.flow_t_dist must be one of {', '.join(FLOW_T_DISTS)}, "
+                                f"got '{cfg.flow_t_dist}'")
         if cfg.class_cond and not data_info.num_classes:
             raise ImagegenError("model.class_cond=true needs labelled data; this dataset has no labels "
                                 "(use --set model.class_cond=false)")
@@ -242,9 +257,15 @@ class Diffusion(nn.Module):
         """(T,) ascending VE noise levels of the discrete time steps (VP formulations)."""
         return self.log_sigmas.exp()
 
+    @property
+    def is_flow(self) -> bool:
+        return self.cfg.formulation == "flow"
+
     def sigma_range(self) -> tuple[float, float]:
         if self.is_vp:
             return float(self.train_sigmas[0]), float(self.train_sigmas[-1])
+        if self.is_flow:  # sigma = t / (1 - t) at t = flow_t_max
+            return self.cfg.sigma_min, self.cfg.flow_t_max / (1 - self.cfg.flow_t_max)
         return self.cfg.sigma_min, self.cfg.sigma_max
 
     def sigma_to_t(self, sigma: torch.Tensor) -> torch.Tensor:
@@ -259,7 +280,8 @@ class Diffusion(nn.Module):
 
     def prior_std(self, sigma_max: float) -> float:
         """Std of x at the start of sampling: a VP model's x_T ~ N(0, I) in its own frame is
-        N(0, (1 + sigma_T^2) I) in the VE frame; EDM starts from N(0, sigma_max^2 I) (its algorithm 1)."""
+        N(0, (1 + sigma_T^2) I) in the VE frame; EDM starts from N(0, sigma_max^2 I) (its algorithm 1), and
+        so does flow: x_t = x / (1 + sigma) ~ N(0, t_max^2 I), the noise part of (1 - t) x0 + t eps."""
         return math.sqrt(1 + sigma_max**2) if self.is_vp else sigma_max
 
     # -- the network as a denoiser -----------------------------------------------------------------
@@ -279,8 +301,13 @@ class Diffusion(nn.Module):
         (B, 1, 1, 1) except c_noise (B,). EDM table 1; the VP rows are the same identity rewritten:
         eps:  x0 = x - sigma eps                         -> c_skip 1,           c_out -sigma
         v:    x0 = abar x_ve - sqrt(1 - abar) v           -> c_skip 1/(1+s^2),   c_out -s/sqrt(1+s^2)
-        with c_in = 1/sqrt(1+sigma^2) (the VP input x_t) and c_noise = t(sigma)."""
+        with c_in = 1/sqrt(1+sigma^2) (the VP input x_t) and c_noise = t(sigma);
+        flow: x0 = x_t - t v, x_t = x_ve / (1+s), t = s/(1+s) -> c_skip = c_in = 1/(1+s), c_out -s/(1+s),
+        c_noise = 1000 t (the range of DDPM's t, as for EDM below)."""
         s = sigma.float().view(-1, 1, 1, 1)
+        if self.cfg.formulation == "flow":
+            c_in = 1 / (1 + s)
+            return c_in, -s * c_in, c_in, 1000.0 * sigma.float() / (1 + sigma.float())
         if self.cfg.formulation == "edm":
             sd = self.cfg.sigma_data
             c_skip = sd**2 / (s**2 + sd**2)
@@ -328,6 +355,18 @@ class Diffusion(nn.Module):
             else:  # v = sqrt(abar) eps - sqrt(1 - abar) x0 (Salimans & Ho 2022, eq. before 10)
                 target = abar.sqrt() * noise - (1 - abar).sqrt() * x0
             loss = F.mse_loss(out, target)
+        elif self.is_flow:
+            # conditional flow matching with the linear (rectified-flow) path: the velocity of
+            # x_t = (1 - t) x0 + t eps is eps - x0 (Lipman et al. 2023, eq. 23 with sigma_min = 0 and time
+            # reversed: their t = 1 is the data; Liu et al. 2023, eq. 1)
+            if self.cfg.flow_t_dist == "uniform":
+                t = torch.rand(b, device=x0.device)
+            else:  # logit-normal (Esser et al. 2024, sec. 3.1)
+                t = torch.sigmoid(self.cfg.flow_t_mean + self.cfg.flow_t_std * torch.randn(b, device=x0.device))
+            t4 = t.view(-1, 1, 1, 1)
+            x_t = (1 - t4) * x0 + t4 * noise
+            out = self._net(x_t, 1000.0 * t, y).float()
+            loss = F.mse_loss(out, noise - x0)
         else:
             # EDM training (Karras et al. 2022, table 1 and eq. 8): with lambda = 1/c_out^2 the weighted
             # loss lambda ||D - x0||^2 is exactly ||F - (x0 - c_skip x) / c_out||^2
@@ -404,20 +443,23 @@ def make_denoiser(model: Diffusion, y: torch.Tensor | None, guidance: float = 1.
 
 def make_sigmas(model: Diffusion, sampler: str, steps: int, schedule: str = "auto") -> torch.Tensor:
     """The sampler's noise levels (steps + 1,), descending to 0. ``auto``: for VP models the discrete
-    training steps with ``trailing`` spacing (starts at t = T-1), for EDM the Karras rho = 7 ramp."""
+    training steps with ``trailing`` spacing (starts at t = T-1), for EDM the Karras rho = 7 ramp, for flow
+    ``uniform`` (uniform in t = sigma / (1 + sigma) from the model's largest sigma; any model takes it)."""
     if steps < 1:
         raise ImagegenError(f"--steps must be >= 1, got {steps}")
     if schedule == "auto":
-        schedule = "trailing" if model.is_vp else "karras"
+        schedule = "trailing" if model.is_vp else "uniform" if model.is_flow else "karras"
     if schedule == "karras":
         lo, hi = model.sigma_range()
         return S.karras_sigmas(lo, hi, steps)
+    if schedule == "uniform":
+        return S.uniform_t_sigmas(model.sigma_range()[1], steps)
     if schedule in ("leading", "linspace", "trailing"):
         if not model.is_vp:
             raise ImagegenError(f"--schedule {schedule} needs a DDPM-style model (eps or v); "
-                                "EDM models use --schedule karras")
+                                f"{model.cfg.formulation} models use --schedule karras or uniform")
         return S.discrete_sigmas(model.train_sigmas, steps, schedule)
-    raise ImagegenError(f"--schedule must be auto, karras, leading, linspace or trailing, got '{schedule}'")
+    raise ImagegenError(f"--schedule must be auto, karras, uniform, leading, linspace or trailing, got '{schedule}'")
 
 
 def _check_sampler(model: Diffusion, sampler: str) -> None:
@@ -426,7 +468,12 @@ def _check_sampler(model: Diffusion, sampler: str) -> None:
     if sampler == "ddpm-large" and not model.is_vp:
         others = ", ".join(s for s in S.SAMPLERS if s != "ddpm-large")
         raise ImagegenError("--sampler ddpm-large (variance beta_t) is defined for DDPM-style models (eps or v); "
-                            f"for this EDM model use one of: {others}")
+                            f"for this {model.cfg.formulation} model use one of: {others}")
+
+
+def _frame(model: Diffusion) -> str:
+    """The ODE frame ``heun`` integrates for this model: a flow model's own (x_t in t), else EDM's."""
+    return "flow" if model.is_flow else "ve"
 
 
 @torch.no_grad()
@@ -435,8 +482,8 @@ def sample(model: Diffusion, n: int, labels=None, generator=None, sampler: str =
            clip_denoised: bool = True) -> torch.Tensor:
     """Draw n images (n, C, H, W) in [-1, 1]. ``sampler``: ddim (eta: 0 deterministic .. 1 = DDPM),
     ddpm (ancestral, variance beta_tilde), ddpm-large (ancestral, variance beta; eps/v models only),
-    dpmpp-2m, heun (EDM; 2*steps-1 network calls). ``guidance``: classifier-free
-    guidance scale (1 = none)."""
+    dpmpp-2m, heun (2*steps-1 network calls; EDM's in sigma, a flow model's in t), euler (deterministic DDIM:
+    Euler on the ODE in any frame). ``guidance``: classifier-free guidance scale (1 = none)."""
     _check_sampler(model, sampler)
     device = _device(model)
     y = _labels(model, labels, n, device, generator)
@@ -444,7 +491,7 @@ def sample(model: Diffusion, n: int, labels=None, generator=None, sampler: str =
     x_T = torch.randn(n, model.channels, model.size, model.size, device=device, generator=generator)
     x_T = x_T * model.prior_std(float(sigmas[0]))
     denoiser = make_denoiser(model, y, guidance, clip_denoised)
-    return S.run_sampler(sampler, denoiser, x_T, sigmas, generator, eta=eta).clamp(-1, 1)
+    return S.run_sampler(sampler, denoiser, x_T, sigmas, generator, eta=eta, frame=_frame(model)).clamp(-1, 1)
 
 
 def _image_labels(model: Diffusion, labels, n: int, device) -> torch.Tensor | None:
@@ -493,7 +540,71 @@ def denoise(model: Diffusion, x, strength: float = 0.5, labels=None, generator=N
     sigmas = full[steps - k:]  # the last k steps
     x_start = x + sigmas[0].item() * torch.randn(x.shape, device=x.device, generator=generator)
     denoiser = make_denoiser(model, y, guidance, clip_denoised)
-    return S.run_sampler(sampler, denoiser, x_start, sigmas, generator).clamp(-1, 1)
+    return S.run_sampler(sampler, denoiser, x_start, sigmas, generator, frame=_frame(model)).clamp(-1, 1)
+
+
+RESTORE_TASKS = ("inpaint", "sr", "colourise", "denoise")
+RESTORE_METHODS = ("auto", "ddnm", "repaint", "noisy-start")
+
+
+@torch.no_grad()
+def restore(model: Diffusion, y_meas, operator, labels=None, generator=None, method: str = "auto",
+            sampler: str = "ddim", steps: int = 50, eta: float = 0.85, resample: int = 5, guidance: float = 1.0,
+            schedule: str = "auto", clip_denoised: bool = True) -> torch.Tensor:
+    """Recover x from y = A(x) + sigma_y n (``operator``: an :class:`imagegen.restoration.Operator`) with
+    the model as the prior, using only A and A+ (no backward pass through the network). ``method``:
+
+    - ``ddnm`` (Wang et al. 2023): noiseless, the null-space projection of every x0_hat
+      (``samplers.projected_denoiser``) inside ``sampler`` (ddim with ``eta``, ddpm, dpmpp-2m, heun); noisy,
+      DDNM+ (``samplers.sample_ddnm``: a scaled range-space correction and reduced step noise; needs eta > 0);
+    - ``repaint``: a noiseless mask, by :func:`complete` (RePaint: ``steps * resample`` network calls);
+    - ``noisy-start``: the identity with noise: y = x0 + sigma_y n *is* the diffusion state at sigma_y in the
+      VE frame, so ``sampler`` runs from y over the schedule's levels below sigma_y (posterior sampling for
+      Gaussian denoising, as in Kadkhodaie & Simoncelli 2021 and SNIPS, Kawar et al. 2021).
+
+    ``auto``: repaint for a noiseless mask (so ``complete`` is this function's masked case), noisy-start for
+    denoising alone, ddnm otherwise. A noiseless result is projected onto the measurements (A(x) = y)."""
+    from ..restoration import Operator
+
+    if method not in RESTORE_METHODS:
+        raise ImagegenError(f"--method must be one of {', '.join(RESTORE_METHODS)}, got '{method}'")
+    if not isinstance(operator, Operator):
+        raise ImagegenError("restore takes an imagegen.restoration.Operator (restoration.parse_task builds one)")
+    _check_sampler(model, sampler)
+    device = _device(model)
+    op = operator.to(device)
+    y_meas = y_meas.to(device, torch.float32)
+    n = y_meas.shape[0]
+    if method == "auto":
+        method = ("repaint" if op.mask is not None and op.noiseless else
+                  "noisy-start" if op.is_identity else "ddnm")
+    if method == "repaint":
+        if op.mask is None or not op.noiseless:
+            raise ImagegenError("--method repaint is for inpainting without noise; use --method ddnm")
+        return complete(model, y_meas, op.mask, labels, generator, steps=steps, resample=resample,
+                        guidance=guidance, schedule=schedule, clip_denoised=clip_denoised)
+    y = _image_labels(model, labels, n, device)
+    denoiser = make_denoiser(model, y, guidance, clip_denoised)
+    sigmas = make_sigmas(model, sampler, steps, schedule)  # (steps + 1,)
+    if method == "noisy-start":
+        if not op.is_identity or op.noiseless:
+            raise ImagegenError("--method noisy-start is for denoising alone (task denoise:S); use --method ddnm")
+        below = sigmas[sigmas < op.sigma]
+        start = min(op.sigma, float(sigmas[0]))
+        sigmas = torch.cat([sigmas.new_tensor([start]), below])
+        out = S.run_sampler(sampler, denoiser, y_meas.clone(), sigmas, generator, eta=eta)
+        return op.finalize(out, y_meas)
+    x_T = torch.randn((n, model.channels, model.size, model.size), device=device, generator=generator)
+    x_T = x_T * model.prior_std(float(sigmas[0]))
+    if op.noiseless:
+        projected = S.projected_denoiser(denoiser, lambda x0: op.project(x0, y_meas))
+        out = S.run_sampler(sampler, projected, x_T, sigmas, generator, eta=eta)
+    else:
+        if eta <= 0:
+            raise ImagegenError("DDNM+ for a noisy measurement needs --eta > 0 (its noise budget is the step's "
+                                "fresh noise); the default is 0.85")
+        out = S.sample_ddnm(denoiser, x_T, sigmas, op.forward, op.pinv, y_meas, op.sigma, generator, eta=eta)
+    return op.finalize(out, y_meas)
 
 
 @torch.no_grad()
@@ -652,6 +763,9 @@ def nll(model: Diffusion, x: torch.Tensor, labels=None, t_samples: int | None = 
     decoder terms are always computed, never sampled. ``max_batch`` caps the images per network call
     (the steps of a batch are stacked into one call). The sums are in float64. VP formulations (eps, v)
     only; runs in eval mode under no_grad on the model's device."""
+    if model.is_flow:
+        raise ImagegenError("formulation=flow has no variational bound, and the exact likelihood of its ODE is not "
+                            "implemented: train with --set model.formulation=eps (or v) to measure likelihood")
     if not model.is_vp:
         raise ImagegenError("nll needs a discrete-time (DDPM) model; formulation=edm has no variational bound "
                             "here: train with --set model.formulation=eps (or v) to measure likelihood")
@@ -714,5 +828,5 @@ def num_parameters(model: nn.Module) -> int:
 
 
 __all__ = ["Config", "Diffusion", "NAME", "NLL_KIND", "PREVIEW_OPTIONS", "TEST_CONFIG", "TRAIN_DEFAULTS", "UNet",
-           "build", "complete", "denoise", "discretized_gaussian_log_prob", "interpolate", "invert",
+           "build", "complete", "denoise", "restore", "discretized_gaussian_log_prob", "interpolate", "invert",
            "make_denoiser", "make_sigmas", "nll", "normal_kl", "sample", "snap_to_levels", "train_step"]

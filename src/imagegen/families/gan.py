@@ -517,10 +517,24 @@ def invert(model: GAN, x: torch.Tensor, mask: torch.Tensor | None = None, labels
     """GAN inversion: find z (and, for an unlabelled query to a class-conditional G, a class) with
     G(z) close to ``x`` on the known pixels (``mask`` == 1), by Adam on the masked squared error plus a
     small pull of |z|^2 / z_dim towards 1 (the typical set of N(0, I)). ``restarts`` random starts run
-    as one batch; each image keeps its best. Returns (z (B, z_dim), y (B,) or None, G(z) (B, C, H, W))."""
+    as one batch; each image keeps its best. Returns (z (B, z_dim), y (B,) or None, G(z) (B, C, H, W)).
+    The masked case of :func:`invert_measurement`, which takes any restoration operator."""
     x = _check_images(model, x, "the image")
-    B = x.shape[0]
     mask = _known(mask, x).float()
+    known = mask.flatten(1).sum(1).clamp_min(1.0)  # (B,)
+    return invert_measurement(model, x * mask, lambda img, r: img * mask.repeat_interleave(r, 0), known,
+                              labels, generator, steps=steps, lr=lr, restarts=restarts, prior_weight=prior_weight)
+
+
+def invert_measurement(model: GAN, y_meas: torch.Tensor, forward, count: torch.Tensor, labels=None,
+                       generator: torch.Generator | None = None, steps: int = 200, lr: float = 0.05,
+                       restarts: int = 4, prior_weight: float = 1e-3):
+    """Find z with A(G(z)) close to a measurement ``y_meas`` (B, ...): Adam on |A(G(z)) - y|^2 / count
+    plus ``prior_weight`` * (|z|^2 / z_dim - 1)^2, ``restarts`` starts per image as one batch, each image
+    keeping its best (Bora et al. 2017, "Compressed sensing using generative models", with restarts).
+    ``forward(images, r)`` applies A to a batch whose images are each repeated r times; ``count`` (B,) is
+    the number of measured values per image. Returns (z, y or None, G(z)) as :func:`invert`."""
+    B = y_meas.shape[0]
     if steps < 1 or restarts < 1 or lr <= 0:
         raise ImagegenError("inversion needs steps >= 1, restarts >= 1 and lr > 0")
     y = check_labels(labels, B, model.num_classes, model.device)
@@ -531,10 +545,10 @@ def invert(model: GAN, x: torch.Tensor, mask: torch.Tensor | None = None, labels
         y_all = (torch.arange(R, device=model.device) % model.num_classes).repeat(B)  # (B * R,)
     else:
         y_all = None if y is None else y.repeat_interleave(R)
-    x_all, m_all = x.repeat_interleave(R, 0), mask.repeat_interleave(R, 0)  # (B * R, C, H, W)
+    meas_all = y_meas.repeat_interleave(R, 0)  # (B * R, ...)
     z = model.draw_z(B * R, generator).requires_grad_(True)
     opt = torch.optim.Adam([z], lr=lr)
-    known = m_all.flatten(1).sum(1).clamp_min(1.0)  # (B * R,)
+    known = count.to(model.device).repeat_interleave(R)  # (B * R,)
     trainable = [p for p in model.G.parameters() if p.requires_grad]
     try:
         for p in trainable:  # only z is optimised: skip the weight gradients (2-3x faster)
@@ -542,7 +556,7 @@ def invert(model: GAN, x: torch.Tensor, mask: torch.Tensor | None = None, labels
         with torch.enable_grad():
             for _ in range(steps):
                 x_hat = model.G(z, y_all)
-                err = ((x_hat - x_all) * m_all).pow(2).flatten(1).sum(1) / known  # (B * R,)
+                err = (forward(x_hat, R) - meas_all).pow(2).flatten(1).sum(1) / known  # (B * R,)
                 prior = (z.pow(2).mean(1) - 1).pow(2)
                 opt.zero_grad(set_to_none=True)
                 (err + prior_weight * prior).sum().backward()
@@ -552,7 +566,7 @@ def invert(model: GAN, x: torch.Tensor, mask: torch.Tensor | None = None, labels
             p.requires_grad_(True)
     with torch.no_grad():
         x_hat = model.G(z, y_all)
-        err = ((x_hat - x_all) * m_all).pow(2).flatten(1).sum(1) / known
+        err = (forward(x_hat, R) - meas_all).pow(2).flatten(1).sum(1) / known
         best = err.view(B, R).argmin(1) + torch.arange(B, device=model.device) * R  # (B,)
         y_best = None if y_all is None else y_all[best]
         return z.detach()[best], y_best, x_hat[best].clamp(-1, 1)
@@ -566,6 +580,24 @@ def complete(model: GAN, x: torch.Tensor, mask: torch.Tensor, labels=None,
     x = _check_images(model, x, "the image")
     _, _, x_hat = invert(model, x, mask, labels, generator, steps=steps, lr=lr, restarts=restarts)
     return torch.where(_known(mask, x), x, x_hat)
+
+
+RESTORE_TASKS = ("inpaint", "sr", "colourise", "denoise")
+
+
+def restore(model: GAN, y: torch.Tensor, operator, labels=None, generator: torch.Generator | None = None,
+            steps: int = 200, lr: float = 0.05, restarts: int = 4, prior_weight: float = 1e-3) -> torch.Tensor:
+    """Recover x from y = A(x) + noise (``operator``: an :class:`imagegen.restoration.Operator`) by GAN
+    inversion against A (:func:`invert_measurement`): the restored image is G(z*), projected onto the
+    measurements when they are noiseless (so A(x) = y; for a mask: the known pixels kept, which is
+    :func:`complete`). For a noisy y, G(z*) itself: the generator's range is the denoiser."""
+    op = operator.to(model.device)
+    y = y.to(model.device, torch.float32)
+    if op.mask is not None and op.noiseless:
+        return complete(model, y, op.mask, labels, generator, steps=steps, lr=lr, restarts=restarts)
+    _, _, x_hat = invert_measurement(model, y, lambda img, r: op.repeat(r).forward(img), op.count(y), labels, generator,
+                                     steps=steps, lr=lr, restarts=restarts, prior_weight=prior_weight)
+    return op.finalize(x_hat, y)
 
 
 def reconstruct(model: GAN, x: torch.Tensor, labels=None, steps: int = 200) -> torch.Tensor:

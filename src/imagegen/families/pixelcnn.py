@@ -12,6 +12,10 @@ Architectures (``arch``):
   to 2.3, fig. 2): a vertical stack (rows above) and a horizontal stack (the current row, to the left)
   joined by a 1x1 link from vertical to horizontal, gated units tanh(W_f * x) . sigmoid(W_g * x)
   (eq. 2) and class-conditional biases (eq. 4). No blind spot.
+* ``pixelsnail``: Chen et al. 2018 ("PixelSNAIL", fig. 5): blocks of gated residual layers on causal
+  (down-right-shifted) convolutions, each ending in a causal attention layer whose keys and values see every
+  earlier pixel; the network lives in ``pixelsnail_net.py``. The cached sampler keeps a KV cache per
+  attention layer, so each new pixel costs one row of attention.
 
 Output distributions (``likelihood``):
 
@@ -58,7 +62,7 @@ from .base import bits_per_dim, check_labels, optimizer_step
 
 NAME = "pixelcnn"
 
-ARCHS = ("pixelcnn", "gated")
+ARCHS = ("pixelcnn", "gated", "pixelsnail")
 LIKELIHOODS = ("auto", "bernoulli", "softmax", "logistic_mixture")
 SAMPLERS = ("naive", "cached")
 SAMPLE_CHOICES = {"sampler": SAMPLERS}  # the values sample() takes (imagegen compare reads them)
@@ -67,7 +71,7 @@ SAMPLE_CHOICES = {"sampler": SAMPLERS}  # the values sample() takes (imagegen co
 @dataclass
 class Config:
     # the defaults are a small model that trains usefully on a CPU; the presets hold the full-size recipes
-    arch: str = "gated"  # pixelcnn | gated
+    arch: str = "gated"  # pixelcnn | gated | pixelsnail
     hidden_channels: int = 32  # gated: channels of each stack; pixelcnn: residual stream (2h in the paper)
     layers: int = 5  # gated layers / residual blocks after the first masked layer
     kernel_size: int = 3  # kernel of the hidden layers (odd)
@@ -76,15 +80,20 @@ class Config:
     likelihood: str = "auto"  # auto | bernoulli | softmax | logistic_mixture
     mixture_components: int = 10  # logistic_mixture only (PixelCNN++ uses 10)
     class_cond: bool = False  # class-conditional biases in every layer (Gated PixelCNN eq. 4)
+    # pixelsnail only: `blocks` blocks of `layers` gated residual layers, each block ending in causal attention
+    blocks: int = 2
+    key_channels: int = 16  # attention keys/queries (per channel group)
+    value_channels: int = 32  # attention values (per channel group)
 
     RANGES: ClassVar[dict[str, str]] = {  # checked when a config is read (config.check_range)
         "hidden_channels": "[1,inf)", "layers": "[0,1000]", "kernel_size": "[1,inf)", "first_kernel_size": "[1,inf)",
-        "head_channels": "[1,inf)", "mixture_components": "[1,inf)"}
+        "head_channels": "[1,inf)", "mixture_components": "[1,inf)", "blocks": "[0,inf)", "key_channels": "[1,inf)",
+        "value_channels": "[1,inf)"}
 
 
 TRAIN_DEFAULTS = {"lr": 1e-3, "batch_size": 64, "ema_decay": 0.999}
 TEST_CONFIG = {"hidden_channels": 8, "layers": 2, "kernel_size": 3, "first_kernel_size": 3,
-               "head_channels": 8, "mixture_components": 2}
+               "head_channels": 8, "mixture_components": 2, "blocks": 2, "key_channels": 4, "value_channels": 4}
 
 
 # ---------------------------------------------------------------------------------------------- masks
@@ -459,7 +468,10 @@ class AutoregressiveModel(nn.Module):
             groups, out_ch = c, c * per
             out_groups = torch.arange(out_ch) // per  # (C, per) layout: block c predicts channel c
         self.groups = groups  # channel groups: > 1 means a pixel's channels are predicted one at a time
-        arch = GatedPixelCNN if cfg.arch == "gated" else PixelCNN
+        if cfg.arch == "pixelsnail":
+            from .pixelsnail_net import PixelSNAIL as arch  # a sibling module that imports this one
+        else:
+            arch = GatedPixelCNN if cfg.arch == "gated" else PixelCNN
         self.net = arch(cfg, c, out_ch, groups, out_groups, self.num_classes)
 
     def log_prob(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -670,6 +682,21 @@ def complete(model: AutoregressiveModel, x: torch.Tensor, mask: torch.Tensor, la
         y = _model_labels(model, labels, n, device, generator)
     out = _raster_sample(model, x, known, y, generator, temperature, sampler)
     return torch.where(known, x_given, out)  # the given pixels exactly as they came in
+
+
+RESTORE_TASKS = ("inpaint",)
+
+
+def restore(model: AutoregressiveModel, y_meas: torch.Tensor, operator, labels=None, generator=None,
+            temperature: float = 1.0, sampler: str = "cached") -> torch.Tensor:
+    """Restoration for an autoregressive model: exact conditional sampling needs the known values to be
+    pixels of the image, so only a noiseless mask is offered (it is :func:`complete`). Any other operator
+    (a pooled, grey or noisy measurement) would need p(x | A x) summed over every image: a one-line error
+    names the families that offer it."""
+    from ..restoration import check_offered
+
+    check_offered(NAME, operator)  # a mask with noise asks for denoise too, which is not offered here
+    return complete(model, y_meas, operator.mask, labels, generator, temperature=temperature, sampler=sampler)
 
 
 # ---------------------------------------------------------------------------------------------- contract

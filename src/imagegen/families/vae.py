@@ -254,13 +254,90 @@ def interpolate(model: VAE, a, b, frames: int = 8, labels=None, generator=None) 
 @torch.no_grad()
 def complete(model: VAE, x, mask, labels=None, generator=None, iterations: int = 50) -> torch.Tensor:
     """Fill pixels where mask == 0 by pseudo-Gibbs sampling (Rezende et al. 2014, sec. 5.3): encode the
-    current guess, draw z ~ q(z|x), decode, and put the known pixels back; repeat."""
+    current guess, draw z ~ q(z|x), decode, and put the known pixels back; repeat. The masked case of
+    :func:`restore` (``method="gibbs"``)."""
+    from ..restoration import mask as mask_operator
+
     y = _labels(model, labels, x.shape[0], x.device)
     mask = mask.to(x.dtype).expand_as(x)
-    noise = torch.rand(x.shape, device=x.device, generator=generator) * 2 - 1
-    cur = mask * x + (1 - mask) * noise
+    cur = _gibbs(model, x * mask, mask_operator(mask), y, generator, iterations)
+    return torch.where(mask > 0.5, x, cur)
+
+
+def _gibbs(model: VAE, y_meas, op, y, generator, iterations: int) -> torch.Tensor:
+    """Pseudo-Gibbs against an operator: start from A+ y + (I - A+ A) u with u uniform noise, then
+    encode, draw z ~ q(z|x), decode to the mean image and project onto the measurements, ``iterations``
+    times. For a mask the projection puts the known pixels back (Rezende et al. 2014, sec. 5.3)."""
+    shape = (y_meas.shape[0], model.info.channels, model.info.size, model.info.size)
+    noise = torch.rand(shape, device=y_meas.device, generator=generator) * 2 - 1
+    cur = op.project(noise, y_meas)
     for _ in range(iterations):
         mu, logvar = model.encode(cur, y)
-        z = mu + torch.randn(mu.shape, device=x.device, generator=generator) * (0.5 * logvar).exp()
-        cur = mask * x + (1 - mask) * model.mean_image(model.decode(z, y))
-    return torch.where(mask > 0.5, x, cur)
+        z = mu + torch.randn(mu.shape, device=mu.device, generator=generator) * (0.5 * logvar).exp()
+        cur = op.project(model.mean_image(model.decode(z, y)), y_meas)
+    return cur
+
+
+RESTORE_TASKS = ("inpaint", "sr", "colourise", "denoise")
+RESTORE_METHODS = ("auto", "gibbs", "latent")
+
+
+def restore(model: VAE, y_meas, operator, labels=None, generator=None, method: str = "auto", iterations: int = 50,
+            steps: int = 200, lr: float = 0.05, restarts: int = 4) -> torch.Tensor:
+    """Recover x from y = A(x) + noise (``operator``: an :class:`imagegen.restoration.Operator`).
+
+    ``method="gibbs"``: pseudo-Gibbs sampling with the encoder against A (:func:`_gibbs`; for a mask this is
+    :func:`complete`). ``method="latent"``: MAP in the latent space, argmin_z |A(dec(z)) - y|^2 / (2 s^2) +
+    |z|^2 / 2 with s = max(sigma_y, 0.01), by Adam from the encoder's mean of A+ y and ``restarts - 1``
+    draws of the prior; each image keeps its best fit (as GAN inversion does). ``auto``: gibbs for a
+    noiseless y, latent for a noisy one (the projection of gibbs would keep the noise). A noiseless
+    result is projected onto the measurements, so A(x) = y."""
+    from ..restoration import Operator
+
+    if method not in RESTORE_METHODS:
+        raise ImagegenError(f"--method must be one of {', '.join(RESTORE_METHODS)}, got '{method}'")
+    if not isinstance(operator, Operator):
+        raise ImagegenError("restore takes an imagegen.restoration.Operator (parse_task builds one)")
+    device = next(model.parameters()).device
+    op = operator.to(device)
+    y_meas = y_meas.to(device, torch.float32)
+    y = _labels(model, labels, y_meas.shape[0], device)
+    if method == "auto":
+        method = "gibbs" if op.noiseless else "latent"
+    if method == "gibbs":
+        with torch.no_grad():
+            return op.finalize(_gibbs(model, y_meas, op, y, generator, iterations), y_meas)
+    if steps < 1 or restarts < 1 or lr <= 0:
+        raise ImagegenError("latent search needs steps >= 1, restarts >= 1 and lr > 0")
+    B, R = y_meas.shape[0], restarts
+    with torch.no_grad():
+        mu, _ = model.encode(op.pinv(y_meas), y)  # (B, Z): a start that already explains y roughly
+    z0 = torch.randn(B, R, mu.shape[1], device=device, generator=generator)
+    z0[:, 0] = mu
+    z = z0.view(B * R, -1).clone().requires_grad_(True)
+    y_all = None if y is None else y.repeat_interleave(R)
+    meas_all, op_all = y_meas.repeat_interleave(R, 0), op.repeat(R)
+    inv_var = 1.0 / (2 * max(op.sigma, 0.01) ** 2)
+    opt = torch.optim.Adam([z], lr=lr)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+
+    def energy(z):  # (B * R,): the negative log posterior up to a constant
+        x = model.mean_image(model.decode(z, y_all))
+        return inv_var * (op_all.forward(x) - meas_all).pow(2).flatten(1).sum(1) + 0.5 * z.pow(2).sum(1), x
+
+    try:
+        for p in trainable:  # only z is optimised
+            p.requires_grad_(False)
+        with torch.enable_grad():
+            for _ in range(steps):
+                e, _ = energy(z)
+                opt.zero_grad(set_to_none=True)
+                e.sum().backward()
+                opt.step()
+    finally:
+        for p in trainable:
+            p.requires_grad_(True)
+    with torch.no_grad():
+        e, x = energy(z)
+        best = e.view(B, R).argmin(1) + torch.arange(B, device=device) * R
+        return op.finalize(x[best], y_meas)
