@@ -80,3 +80,45 @@ def run_cli(argv, capsys) -> tuple[int, str, str]:
         code = e.code or 0
     out = capsys.readouterr()
     return code, out.out, out.err
+
+
+def tiny_feature_net(delay_s: float = 0.0, name: str = "tiny-faults"):
+    """A seeded random feature net (avg-pool to 4x4, random projection, ReLU) standing in for Inception, which
+    is far too slow for a unit test; ``delay_s`` per batch leaves a window to kill a process in."""
+    import time
+
+    import torch
+
+    from imagegen.metrics.fid import FeatureNet
+
+    class TinyFeatures(FeatureNet):
+        sha256, dim, resizer = "tiny-faults-sha", 16, "avg-pool 4x4"
+
+        def __init__(self):
+            self.name = name
+            self.w = torch.randn(48, self.dim, generator=torch.Generator().manual_seed(0)) / 7
+
+        def _forward(self, u8):
+            time.sleep(delay_s)
+            x = u8.float() / 127.5 - 1
+            x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+            return torch.relu(torch.nn.functional.adaptive_avg_pool2d(x, 4).flatten(1) @ self.w)
+
+    return TinyFeatures()
+
+
+def subprocess_env(**extra: str) -> dict:
+    """The environment for an ``imagegen`` child process: this checkout's sources first on the path and this
+    process's torch thread count (bit-identical results across processes need the same reductions)."""
+    import os
+
+    import torch
+
+    import imagegen
+
+    env = dict(os.environ)
+    src = str(Path(imagegen.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join([src, str(Path(__file__).resolve().parent), env.get("PYTHONPATH", "")])
+    env["OMP_NUM_THREADS"] = str(torch.get_num_threads())
+    env.update(extra)
+    return env

@@ -12,6 +12,7 @@ file. Loading uses ``safetensors`` only: nothing is ever unpickled.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -47,16 +48,54 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _write(f, data: bytes) -> None:
+    """The one place file bytes are written (tests inject a full disk here)."""
+    f.write(data)
+
+
 def atomic_write_bytes(data: bytes, path: str | Path) -> None:
+    """Write ``data`` to ``path`` so that ``path`` holds either its old bytes or all the new ones: a temp
+    file in the same folder, fsync, rename, fsync of the folder. A write that fails (a full disk, a quota, a
+    read-only mount) removes the temp file, leaves ``path`` as it was and is a one-line ImagegenError."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            _write(f, data)
+            f.flush()
+            os.fsync(f.fileno())  # a full disk may only show here (delayed allocation)
+        os.replace(tmp, path)
+    except OSError as e:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise ImagegenError(f"cannot write {path}: disk full ({e.strerror}; {len(data) / 1e6:.1f} MB to "
+                                f"write), nothing there was changed: free some space and run the same command "
+                                f"again") from None
+        raise ImagegenError(f"cannot write {path}: {e.strerror or e}; nothing there was changed") from None
     _fsync_dir(path.parent)
+
+
+def remove_stale_temp_files(folder: str | Path) -> None:
+    """Remove the temp files of writes a killed process never finished (``.NAME.tmp-PID``, PID not running)."""
+    for p in Path(folder).glob(".*.tmp-*"):
+        try:
+            pid = int(p.name.rsplit("-", 1)[1])
+        except ValueError:
+            continue
+        if pid == os.getpid():
+            continue
+        try:
+            os.kill(pid, 0)
+            continue  # that process still runs (maybe writing it now)
+        except ProcessLookupError:
+            pass
+        except OSError:
+            continue  # another user's process: not ours to judge
+        p.unlink(missing_ok=True)
 
 
 def atomic_save_tensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict | None = None) -> None:
@@ -185,7 +224,12 @@ def save(path: str | Path, *, meta: dict, model: torch.nn.Module, ema: torch.nn.
     if include_rng:
         tensors.update(rng_state())
     meta = dict(meta, format=FORMAT_VERSION, optim=optim_meta)
-    atomic_save_tensors(tensors, path, metadata={"imagegen": json.dumps(meta)})
+    try:
+        atomic_save_tensors(tensors, path, metadata={"imagegen": json.dumps(meta)})
+    except ImagegenError as e:  # a full disk: say which checkpoint a resume will start from
+        prev = latest(path.parent.parent) if path.parent.name == "checkpoints" else None
+        keep = f"; the last good checkpoint, {prev.name}, is intact" if prev is not None and prev != path else ""
+        raise ImagegenError(f"{e}{keep}") from None
     return path
 
 
@@ -277,6 +321,7 @@ def prune(run_dir: str | Path, keep_last: int) -> None:
     found = list_checkpoints(run_dir)
     for _, p in found[: max(0, len(found) - max(1, keep_last))]:
         p.unlink(missing_ok=True)
+    remove_stale_temp_files(Path(run_dir) / "checkpoints")  # left by a killed run's unfinished write
 
 
 # ---------------------------------------------------------------------------------------------- resumable rows
@@ -292,7 +337,9 @@ class PartialRows:
     writes, not one per minute. Shards are used only when their ``tag`` (everything the rows depend on)
     equals this one's."""
 
-    def __init__(self, path: str | Path, tag: str, what: str = "rows", every_s: float = 60.0):
+    def __init__(self, path: str | Path, tag: str, what: str = "rows", every_s: float | None = None):
+        if every_s is None:  # IMAGEGEN_PARTIAL_EVERY_S: how often rows are kept (the fault tests use 0)
+            every_s = float(os.environ.get("IMAGEGEN_PARTIAL_EVERY_S") or 60.0)
         self.path, self.tag, self.what, self.every_s = Path(path), tag, what, every_s
         self.resumed_rows = 0  # how many rows the last load found (0: computed from the start)
 

@@ -5,6 +5,7 @@ A user mistake (``ImagegenError``) is printed as one line, ``error: ...``, with 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -59,7 +60,8 @@ def info_cmd(run: Path = typer.Argument(..., help="run directory or checkpoint f
     _echo(f"checkpoint:  {ckpt.name}")
     _echo(f"family:      {m['family']}")
     _echo(f"data:        {m['data_info']['name']} ({m['data_info']['channels']}x{m['data_info']['size']}x"
-          f"{m['data_info']['size']}, {m['data_info']['num_classes']} classes)")
+          f"{m['data_info']['size']}, {m['data_info']['num_classes']} classes)"
+          + (f"; {m['data_info']['channels_from']}" if m["data_info"].get("channels_from") else ""))
     fs = m.get("latent", {}).get("first_stage")
     if fs:
         shape = "x".join(str(v) for v in fs.get("latent_shape", []))
@@ -446,6 +448,10 @@ def _run(argv: list[str] | None) -> None:
         typer.echo("aborted", err=True)
         sys.exit(130)
     except Exception as e:  # click's usage errors (unknown option, missing argument, bad value)
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):  # a log line, an event file
+            typer.echo(f"error: disk full writing {e.filename or 'a file'} ({e.strerror}); free some space "
+                       f"and run the same command again", err=True)
+            sys.exit(2)
         if isinstance(e, _usage_error_types()):
             e.show()
             sys.exit(e.exit_code)

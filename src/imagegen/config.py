@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import types
 import typing
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
@@ -19,6 +20,9 @@ from typing import Any, ClassVar
 import yaml
 
 from .errors import ImagegenError
+
+# the largest side the data loaders resize images to (data.image_size); each check of memory comes after this
+MAX_IMAGE_SIZE = 4096
 
 
 @dataclass
@@ -36,7 +40,8 @@ class DataConfig:
     # colour-jitter:B,C,S,H; e.g. --set data.augment=rotate:10,translate:2
     augment: list[str] = field(default_factory=list)
 
-    RANGES: ClassVar[dict[str, str]] = {"image_size": "[1,inf)", "limit": "[1,inf)"}
+    RANGES: ClassVar[dict[str, str]] = {"image_size": f"[1,{MAX_IMAGE_SIZE}]", "limit": "[1,inf)",
+                                        "channels": "[1,3]"}
 
     def __post_init__(self):
         from .augment import canonical
@@ -70,12 +75,15 @@ class TrainConfig:
     eval_n: int = 1000  # generated images per evaluation, scored against as many test images
     keep_best: str = ""  # an eval result (fid, fid_clf, class_accuracy, ...): keep checkpoints/best.safetensors
 
+    # counts that multiply the work of one step (grad_accum_steps) or of a preview (sample_n) have an upper
+    # bound too: a larger value is a typo, and would run for ever before anything said so
     RANGES: ClassVar[dict[str, str]] = {
         "batch_size": "[1,inf)", "lr": "(0,inf)", "adam_betas": "[0,1)", "weight_decay": "[0,inf)",
-        "grad_clip": "[0,inf)", "grad_accum_steps": "[1,inf)", "ema_decay": "[0,1)", "steps": "[0,inf)",
+        "grad_clip": "[0,inf)", "grad_accum_steps": "[1,4096]", "ema_decay": "[0,1)", "steps": "[0,inf)",
         "kimg": "[0,inf)", "budget_minutes": "(0,inf)", "log_every": "[1,inf)", "sample_every": "[0,inf)",
-        "ckpt_every": "[1,inf)", "keep_last": "[1,inf)", "sample_n": "[1,inf)", "eval_every": "[0,inf)",
-        "eval_n": "[2,inf)"}
+        "ckpt_every": "[1,inf)", "keep_last": "[1,inf)", "sample_n": "[1,4096]", "eval_every": "[0,inf)",
+        "eval_n": "[2,inf)", "seed": "[0,4294967295]"}  # numpy's seeds are 32-bit
+    LENGTHS: ClassVar[dict[str, tuple[int, int | None]]] = {"adam_betas": (2, 2)}  # (fewest, most) values
 
 
 @dataclass
@@ -98,6 +106,23 @@ class RunConfig:
 
 
 # ---------------------------------------------------------------------------------------------- typing
+
+
+class _SetLoader(yaml.SafeLoader):
+    """YAML for ``--set`` values with YAML 1.2's booleans (true/false only). YAML 1.1, PyYAML's default, also
+    reads yes/no/on/off as booleans, so ``--set train.mixed_precision=no`` (the documented value) reached the
+    config as False and was refused; boolean fields still take yes/no/on/off (see ``coerce``)."""
+
+
+_SetLoader.yaml_implicit_resolvers = {
+    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:bool"]
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_SetLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                 list("tTfF"))
+
+
+def _load_value(text: str) -> Any:
+    return yaml.load(text, Loader=_SetLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 def _hints(cls) -> dict[str, Any]:
@@ -127,7 +152,7 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
     if origin in (list, tuple):
         (item_tp, *_) = typing.get_args(tp) or (Any,)
         if isinstance(value, str):
-            value = [yaml.safe_load(v) for v in value.split(",") if v.strip()]
+            value = [_load_value(v) for v in value.split(",") if v.strip()]
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             value = [value]  # --set model.attn_resolutions=16: YAML reads a one-item list as a number
         if not isinstance(value, (list, tuple)):
@@ -138,6 +163,8 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is bool:
         if isinstance(value, bool):
             return value
+        if isinstance(value, str) and value.lower() in ("yes", "no", "on", "off", "y", "n"):
+            return value.lower() in ("yes", "on", "y")
         raise ImagegenError(f"{where}: expected true or false, got {value!r}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
@@ -182,6 +209,16 @@ def check_range(value: Any, spec: str, where: str) -> None:
     raise ImagegenError(f"{where} must lie in {spec[0]}{lo_s}, {hi_s}{spec[-1]}, got {value}")
 
 
+def check_length(value: list, bounds: tuple[int, int | None], where: str) -> None:
+    """A list field's number of values: ``bounds`` = (fewest, most or None). A config class lists them in
+    ``LENGTHS`` (say ``train.adam_betas``: exactly 2)."""
+    lo, hi = bounds
+    if len(value) >= lo and (hi is None or len(value) <= hi):
+        return
+    want = f"exactly {lo}" if lo == hi else f"at least {lo}" if hi is None else f"{lo} to {hi}"
+    raise ImagegenError(f"{where} takes {want} comma-separated values (e.g. 1,2), got {len(value)}")
+
+
 def from_dict(cls, data: dict, where: str = "") -> Any:
     """Build dataclass ``cls`` from a plain dict, rejecting unknown keys and ill-typed values."""
     if not isinstance(data, dict):
@@ -201,6 +238,8 @@ def from_dict(cls, data: dict, where: str = "") -> Any:
             kwargs[k] = coerce(v, tp, _join(where, k))
             if k in getattr(cls, "RANGES", {}):
                 check_range(kwargs[k], cls.RANGES[k], _join(where, k))
+            if k in getattr(cls, "LENGTHS", {}) and isinstance(kwargs[k], list):
+                check_length(kwargs[k], cls.LENGTHS[k], _join(where, k))
     return cls(**kwargs)
 
 
@@ -246,7 +285,7 @@ def parse_overrides(items: list[str]) -> dict:
         if not key:
             raise ImagegenError(f"--set expects key=value, got '{item}'")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            value = _load_value(raw) if raw.strip() else ""
         except yaml.YAMLError:
             value = raw
         node = out

@@ -15,6 +15,7 @@ import gzip
 import hashlib
 import os
 import pickle
+import sys
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -24,8 +25,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import DataConfig, check_range
+from .config import MAX_IMAGE_SIZE, DataConfig, check_range
 from .errors import ImagegenError
+from .memory import check_data
 
 DATASETS = ("digits", "mnist", "fashion-mnist", "binarized-mnist", "cifar10", "folder:PATH")
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
@@ -41,20 +43,24 @@ class DataInfo:
     bits: int = 8  # 8: 256 levels per sub-pixel; 1: binary {0, 1}
     name: str = ""
     class_names: tuple[str, ...] = ()
+    channels_from: str = ""  # how the channel count was decided, where it was (an image folder without --channels)
 
     @property
     def num_dims(self) -> int:
         return self.channels * self.size * self.size
 
     def to_dict(self) -> dict:
-        return {"channels": self.channels, "size": self.size, "num_classes": self.num_classes,
-                "bits": self.bits, "name": self.name, "class_names": list(self.class_names)}
+        d = {"channels": self.channels, "size": self.size, "num_classes": self.num_classes,
+             "bits": self.bits, "name": self.name, "class_names": list(self.class_names)}
+        if self.channels_from:
+            d["channels_from"] = self.channels_from
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> DataInfo:
         return cls(channels=int(d["channels"]), size=int(d["size"]), num_classes=int(d.get("num_classes", 0)),
                    bits=int(d.get("bits", 8)), name=d.get("name", ""),
-                   class_names=tuple(d.get("class_names", ())))
+                   class_names=tuple(d.get("class_names", ())), channels_from=d.get("channels_from", ""))
 
 
 @dataclass
@@ -203,12 +209,23 @@ def _check_split(split: str, name: str) -> None:
         raise ImagegenError(f"dataset '{name}' has splits 'train' and 'test', not '{split}'")
 
 
-def _resize_u8(images: torch.Tensor, size: int) -> torch.Tensor:
-    """Area-preserving (antialiased bicubic) resize of a uint8 batch, back to uint8."""
+def _resize_u8(images: torch.Tensor, size: int, what: str = "the data") -> torch.Tensor:
+    """Area-preserving (antialiased bicubic) resize of a uint8 batch, back to uint8. Works in chunks of images,
+    so the float intermediates stay small next to the uint8 result, whose size is checked first."""
     if images.shape[-1] == size and images.shape[-2] == size:
         return images
-    x = F.interpolate(images.float(), size=(size, size), mode="bicubic", antialias=True, align_corners=False)
-    return x.round().clamp(0, 255).to(torch.uint8)
+    if size > MAX_IMAGE_SIZE:  # configs made by replace() skip from_dict's range check
+        raise ImagegenError(f"data.image_size={size} is above the largest the loaders resize to "
+                            f"({MAX_IMAGE_SIZE}); pick a smaller --image-size")
+    n, c, h, w = images.shape
+    chunk = max(1, min(n, (64 * 1024**2) // (4 * c * max(size * size, h * w))))  # ~64 MiB of floats at a time
+    check_data(n, c, size, what, extra_per_image=0, device=images.device)
+    out = torch.empty(n, c, size, size, dtype=torch.uint8, device=images.device)
+    for i in range(0, n, chunk):
+        x = F.interpolate(images[i:i + chunk].float(), size=(size, size), mode="bicubic", antialias=True,
+                          align_corners=False)
+        out[i:i + chunk] = x.round().clamp(0, 255).to(torch.uint8)
+    return out
 
 
 def _convert(ds: ImageDataset, size: int | None, channels: int | None) -> ImageDataset:
@@ -222,9 +239,10 @@ def _convert(ds: ImageDataset, size: int | None, channels: int | None) -> ImageD
         else:
             raise ImagegenError(f"data.channels must be 1 or 3, got {channels}")
     if size is not None:
-        images = _resize_u8(images, size)
+        images = _resize_u8(images, size, f"the {ds.info.name} images")
     info = DataInfo(channels=images.shape[1], size=images.shape[-1], num_classes=ds.info.num_classes,
-                    bits=ds.info.bits, name=ds.info.name, class_names=ds.info.class_names)
+                    bits=ds.info.bits, name=ds.info.name, class_names=ds.info.class_names,
+                    channels_from=ds.info.channels_from)
     return ImageDataset(images, ds.labels, info, ds.binarize)
 
 
@@ -237,7 +255,7 @@ def load_digits(split: str, size: int) -> ImageDataset:
     images = torch.from_numpy(np.round(d.images * (255.0 / 16.0)).astype(np.uint8)).unsqueeze(1)
     labels = torch.from_numpy(d.target.astype(np.int64))
     sl = slice(0, 1500) if split == "train" else slice(1500, None)
-    images = _resize_u8(images[sl], size)
+    images = _resize_u8(images[sl], size, f"the digits {split} split")
     info = DataInfo(channels=1, size=size, num_classes=10, name="digits",
                     class_names=tuple(str(i) for i in range(10)))
     return ImageDataset(images, labels[sl], info)
@@ -408,12 +426,18 @@ def _one_line(e: Exception) -> str:
     return lines[0] if len(lines) == 1 else f"{lines[0].rstrip(':')}: {lines[-1]}"
 
 
-def _decode(path: Path, size: int, channels: int) -> np.ndarray:
-    """Open any PIL mode, flatten transparency onto black, resize the short side and centre-crop."""
+_GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L")
+
+
+def _decode(path: Path, size: int, channels: int | None) -> np.ndarray:
+    """Open any PIL mode, flatten transparency onto black, resize the short side and centre-crop.
+    ``channels=None``: as stored, (1, S, S) for a greyscale mode and (3, S, S) for anything else."""
     from PIL import Image, ImageOps
 
     with Image.open(path) as im:
         im = ImageOps.exif_transpose(im)
+        if channels is None:
+            channels = 1 if im.mode in _GREY_MODES else 3
         if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16/32-bit grey: scale to 8 bits
             arr = np.asarray(im, dtype=np.float64)
             peak = 65535.0 if arr.max() > 255 else 255.0
@@ -430,14 +454,21 @@ def _decode(path: Path, size: int, channels: int) -> np.ndarray:
     return arr[None] if channels == 1 else arr.transpose(2, 0, 1)
 
 
-def _is_grey(path: Path) -> bool:
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            return im.mode in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L")
-    except Exception:
-        return True  # unreadable: it will be skipped later and should not force colour
+def _pick_channels(decoded: list[np.ndarray]) -> tuple[int, str]:
+    """Grey or colour for a folder read without --channels, from what the images hold: grey when every image
+    is stored greyscale or, stored as RGB (as many tools save JPEGs), has R = G = B at every pixel. Returns
+    (channels, why). Decoding each image as stored and comparing the planes costs one pass over the pixels;
+    a grey image read as RGB and converted back with PIL's ITU-R 601-2 luma gives the same bytes, since the
+    weights sum to 1."""
+    n = len(decoded)
+    stored_rgb = [a for a in decoded if a.shape[0] == 3]
+    if not stored_rgb:
+        return 1, f"grey: all {n} images are stored greyscale"
+    colour = sum(1 for a in stored_rgb if not (np.array_equal(a[0], a[1]) and np.array_equal(a[0], a[2])))
+    if colour == 0:
+        return 1, (f"grey: {len(stored_rgb)} of the {n} images are stored as RGB but every one has R = G = B "
+                   f"(pass --channels 3 to keep 3 channels)")
+    return 3, f"colour: {colour} of the {n} images have pixels with R, G and B not all equal"
 
 
 def load_folder(path: Path, split: str, size: int | None, channels: int | None) -> ImageDataset:
@@ -459,25 +490,38 @@ def load_folder(path: Path, split: str, size: int | None, channels: int | None) 
                 size = min(im.size)
         except Exception:
             size = 32
-    if channels is None:
-        channels = 1 if all(_is_grey(f) for f in files[:256]) else 3
-    if channels not in (1, 3):
+        if size > MAX_IMAGE_SIZE:
+            raise ImagegenError(f"the images under {path} are {size} pixels on the short side, more than the "
+                                f"loaders resize to ({MAX_IMAGE_SIZE}); pass --image-size (e.g. 256)")
+    if size > MAX_IMAGE_SIZE:  # configs made by replace() skip from_dict's range check
+        raise ImagegenError(f"data.image_size={size} is above the largest the loaders resize to "
+                            f"({MAX_IMAGE_SIZE}); pick a smaller --image-size")
+    if channels not in (None, 1, 3):
         raise ImagegenError(f"data.channels must be 1 or 3, got {channels}")
+    # decoded arrays and their stacked copy; undecided channels: as stored, up to 3
+    check_data(len(files), channels or 3, size, f"the {len(files)} images under {path}",
+               extra_per_image=(channels or 3) * size * size)
 
     stat = hashlib.sha256()
     for f in files:
         s = f.stat()
         stat.update(f"{f}|{s.st_size}|{s.st_mtime_ns}\n".encode())
-    key = hashlib.sha256(f"{path.resolve()}|{size}|{channels}|{stat.hexdigest()}|v1".encode()).hexdigest()[:24]
+    key = hashlib.sha256(f"{path.resolve()}|{size}|{channels or 'auto'}|{stat.hexdigest()}|v2".encode()
+                         ).hexdigest()[:24]
     cache_file = cache_dir() / "folders" / f"{key}.safetensors"
     if cache_file.is_file():
-        from safetensors.torch import load_file
+        from safetensors import safe_open
 
         try:
-            t = load_file(str(cache_file))
+            with safe_open(str(cache_file), framework="pt") as f:
+                meta = f.metadata() or {}
+                t = {k: f.get_tensor(k) for k in f.keys()}
             labels = t.get("labels")
-            info = DataInfo(channels=channels, size=size, num_classes=len(class_names),
-                            name=f"folder:{path}", class_names=class_names)
+            why = meta.get("channels_from", "")
+            if why:
+                print(f"{path}: {why}", file=sys.stderr)
+            info = DataInfo(channels=int(t["images"].shape[1]), size=size, num_classes=len(class_names),
+                            name=f"folder:{path}", class_names=class_names, channels_from=why)
             return ImageDataset(t["images"], labels if labelled else None, info)
         except Exception:
             cache_file.unlink(missing_ok=True)  # a stale or torn cache is rebuilt, never trusted
@@ -499,7 +543,16 @@ def load_folder(path: Path, split: str, size: int | None, channels: int | None) 
                       stacklevel=2)
     if not keep:
         raise ImagegenError(f"none of the {len(files)} image files under {path} could be read")
-    images = torch.from_numpy(np.stack([decoded[i] for i in keep]))
+    arrays = [decoded[i] for i in keep]
+    del decoded
+    why = ""
+    if channels is None:  # decide from the content of every image read, and say so
+        channels, why = _pick_channels(arrays)
+        print(f"{path}: {why}", file=sys.stderr)
+        # grey: the first plane (= the others); colour: a greyscale-stored image repeated, as convert("RGB")
+        arrays = [a[:1] if channels == 1 else (np.repeat(a, 3, axis=0) if a.shape[0] == 1 else a) for a in arrays]
+    images = torch.from_numpy(np.stack(arrays))
+    del arrays
     labels = None
     if labelled:
         index = {c: i for i, c in enumerate(class_names)}
@@ -509,9 +562,12 @@ def load_folder(path: Path, split: str, size: int | None, channels: int | None) 
         tensors["labels"] = labels
     from .checkpoint import atomic_save_tensors
 
-    atomic_save_tensors(tensors, cache_file)
+    try:
+        atomic_save_tensors(tensors, cache_file, metadata={"channels_from": why} if why else None)
+    except ImagegenError as e:  # a full disk costs the cache, not the run
+        warnings.warn(f"not caching the decoded images: {e}", stacklevel=2)
     info = DataInfo(channels=channels, size=size, num_classes=len(class_names), name=f"folder:{path}",
-                    class_names=class_names)
+                    class_names=class_names, channels_from=why)
     return ImageDataset(images, labels, info)
 
 

@@ -76,8 +76,11 @@ class SelfAttention2d(nn.Module):
 
     def __init__(self, ch: int, heads: int = 1, groups: int = 32):
         super().__init__()
-        if ch % heads:
-            raise ValueError(f"attention width {ch} is not divisible by {heads} heads")
+        if ch % heads:  # a config value (diffusion's model.attn_heads): the user's to fix, in one line
+            from .errors import ImagegenError
+
+            raise ImagegenError(f"model.attn_heads={heads} must divide the attention width {ch} (base_channels x "
+                                f"channel_mult at that resolution); pick a divisor of {ch}")
         self.heads = heads
         self.norm = group_norm(ch, groups)
         self.qkv = nn.Conv2d(ch, 3 * ch, 1)

@@ -27,6 +27,7 @@ from .evaluate import LOWER_IS_BETTER, evaluate_during_training, training_eval_o
 from .families.base import default_optimizers
 from .interrupt import StopRequest
 from .latent import check_data_config, encode_dataset, load_first_stage
+from .memory import check_training as check_training_memory
 
 # datasets up to this size live on the accelerator, so a batch is one index lookup
 _ON_DEVICE_BYTES = 2 * 1024**3
@@ -47,6 +48,11 @@ def _make_accelerator(cfg: RunConfig, fam):
     mp = t.mixed_precision
     if cpu and mp == "fp16":
         raise ImagegenError("fp16 mixed precision needs a GPU; use train.mixed_precision=bf16 or no on CPU")
+    from accelerate.state import AcceleratorState
+
+    # a second train() in one process may ask for another mixed precision, which accelerate refuses once its
+    # state exists; reset it as accelerate's own tests do (the process group, PartialState, is kept)
+    AcceleratorState._reset_state()
     ddp = DistributedDataParallelKwargs(find_unused_parameters=bool(getattr(fam, "FIND_UNUSED_PARAMETERS", False)))
     return Accelerator(cpu=cpu, mixed_precision=mp, gradient_accumulation_steps=t.grad_accum_steps,
                        kwargs_handlers=[ddp])
@@ -170,6 +176,9 @@ def train(cfg: RunConfig, out: str | Path, *, fresh: bool = False, progress: boo
         dataset = encode_dataset(first_stage, dataset, cfg.data, progress=main and progress)
     info = dataset.info  # what the family models: the images, or the first stage's codes
     eval_opts = training_eval_options(cfg, pixel_info)  # checked before any step: fails now, not in an hour
+    # the model and one batch must fit: a one-line error now instead of an allocator traceback mid-run
+    check_training_memory(cfg, fam, info, accel.device, n_images=len(dataset),
+                          data_bytes=dataset.images.numel() if dataset.images.numel() <= _ON_DEVICE_BYTES else 0)
     model = fam.build(cfg.model, info)
     optimizers = (fam.configure_optimizers(model, cfg.model, t) if hasattr(fam, "configure_optimizers")
                   else default_optimizers(model, cfg.model, t))
@@ -213,7 +222,7 @@ def train(cfg: RunConfig, out: str | Path, *, fresh: bool = False, progress: boo
 
     if main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(cfg.to_json())
+        checkpoint.atomic_write_bytes(cfg.to_json().encode(), out / "config.json")  # never torn by a kill
 
     names = list(optimizers)
     prepared = accel.prepare(model, *optimizers.values())

@@ -81,9 +81,9 @@ class Config:
     nll_t_samples: int = 0
 
     RANGES: ClassVar[dict[str, str]] = {  # checked when a config is read (config.check_range)
-        "base_channels": "[1,inf)", "channel_mult": "[1,inf)", "num_res_blocks": "[1,inf)",
+        "base_channels": "[1,inf)", "channel_mult": "[1,inf)", "num_res_blocks": "[1,64]",
         "attn_resolutions": "[1,inf)", "attn_heads": "[1,inf)", "dropout": "[0,1)", "norm_groups": "[1,inf)",
-        "label_dropout": "[0,1)", "num_timesteps": "[1,inf)", "beta_start": "(0,1)", "beta_end": "(0,1)",
+        "label_dropout": "[0,1)", "num_timesteps": "[1,100000]", "beta_start": "(0,1)", "beta_end": "(0,1)",
         "sigma_data": "(0,inf)", "p_std": "(0,inf)", "sigma_min": "(0,inf)", "sigma_max": "(0,inf)",
         "flow_t_std": "(0,inf)", "flow_t_max": "(0,1)", "nll_t_samples": "[0,inf)"}
 

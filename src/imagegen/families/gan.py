@@ -75,7 +75,7 @@ class Config:
 
     RANGES: ClassVar[dict[str, str]] = {  # checked when a config is read (config.check_range)
         "z_dim": "[1,inf)", "g_channels": "[1,inf)", "d_channels": "[1,inf)", "lr_g": "(0,inf)", "lr_d": "(0,inf)",
-        "d_steps": "[1,inf)", "gp_weight": "[0,inf)", "r1_gamma": "[0,inf)", "r1_every": "[1,inf)",
+        "d_steps": "[1,100]", "gp_weight": "[0,inf)", "r1_gamma": "[0,inf)", "r1_every": "[1,inf)",
         "health_every": "[0,inf)", "collapse_ratio": "[0,inf)"}
 
 

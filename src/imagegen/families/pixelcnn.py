@@ -86,7 +86,7 @@ class Config:
     value_channels: int = 32  # attention values (per channel group)
 
     RANGES: ClassVar[dict[str, str]] = {  # checked when a config is read (config.check_range)
-        "hidden_channels": "[1,inf)", "layers": "[0,inf)", "kernel_size": "[1,inf)", "first_kernel_size": "[1,inf)",
+        "hidden_channels": "[1,inf)", "layers": "[0,1000]", "kernel_size": "[1,inf)", "first_kernel_size": "[1,inf)",
         "head_channels": "[1,inf)", "mixture_components": "[1,inf)", "blocks": "[0,inf)", "key_channels": "[1,inf)",
         "value_channels": "[1,inf)"}
 

@@ -41,8 +41,9 @@ class Config:
     nll_samples: int = 1000  # k of the IWAE bound used by nll()
 
     RANGES: ClassVar[dict[str, str]] = {  # checked when a config is read (config.check_range)
-        "latent_dim": "[1,inf)", "base_channels": "[1,inf)", "channel_mult": "[1,inf)", "res_blocks": "[0,inf)",
+        "latent_dim": "[1,inf)", "base_channels": "[1,inf)", "channel_mult": "[1,inf)", "res_blocks": "[0,64]",
         "beta": "[0,inf)", "kl_warmup_steps": "[0,inf)", "nll_samples": "[1,inf)"}
+    LENGTHS: ClassVar[dict[str, tuple[int, int | None]]] = {"channel_mult": (1, None)}  # (fewest, most) values
 
 
 NLL_KIND = "IWAE upper bound on -log p(x) (Burda et al. 2015)"
