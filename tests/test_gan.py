@@ -305,7 +305,8 @@ def test_config_errors_are_user_errors():
     for bad in ({"loss": "lsgan"}, {"arch": "stylegan"}, {"diffaug_policy": "flip"}):
         with pytest.raises(ImagegenError):
             gan.build(tiny(**bad), DIGITS)
-    with pytest.raises(ImagegenError, match=r"model.d_steps must lie in \[1, 100\], got 0"):  # ranges: when the config is read
+    # ranges: when the config is read
+    with pytest.raises(ImagegenError, match=r"model.d_steps must lie in \[1, 100\], got 0"):
         config.resolve("gan", overrides={"model": {"d_steps": 0}})
     with pytest.raises(ImagegenError):
         gan.build(tiny(), DataInfo(channels=1, size=7))
