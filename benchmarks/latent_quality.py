@@ -25,6 +25,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from _bench import run_main, save_row  # benchmarks/_bench.py, beside this script
@@ -48,14 +49,14 @@ RECIPES: dict[str, tuple[str, str | None, list[str], bool, dict]] = {
 }
 
 
-def _minutes(text: str) -> float:
+def minutes(text: str) -> float:
     from imagegen.config import parse_budget
 
     return parse_budget(text)
 
 
-def _sample_options(args, name: str) -> dict:
-    opts = dict(RECIPES[name][4])
+def _sample_options(args, name: str, table: dict | None = None) -> dict:
+    opts = dict((table or RECIPES)[name][4])
     if "steps" in opts and args.steps:
         opts["steps"] = args.steps
     return opts
@@ -77,36 +78,55 @@ def _encode_seconds(args, ae_dir: Path) -> float:
     return time.perf_counter() - t0
 
 
-def _train(args, name: str, ae_dir: Path, ae_minutes: float) -> None:
-    """Train one recipe, then draw its 64-image grid and time it while the machine is still otherwise idle."""
+def train_first_stage(args, ae_dir: Path, ae_minutes: float, preset: str = "autoencoder-mnist",
+                      overrides: tuple[str, ...] = ()) -> float:
+    """Train the shared first stage for ``ae_minutes`` and encode the training split with it (timed, then cached for
+    every latent recipe); returns the minutes both took, which every latent recipe's budget is charged."""
+    import imagegen
+
+    t0 = time.perf_counter()
+    imagegen.train("autoencoder", preset=preset, out=ae_dir, data_root=args.data_root, budget=ae_minutes,
+                   overrides=[f"data.name={args.data}", f"train.seed={args.seed}", "train.sample_every=0",
+                              *overrides], fresh=True)
+    ae_wall = time.perf_counter() - t0
+    encode_s = _encode_seconds(args, ae_dir)
+    (ae_dir / "timing.json").write_text(json.dumps({"train_wall_s": round(ae_wall, 1),
+                                                    "encode_train_split_s": round(encode_s, 1)}))
+    print(f"first stage: {ae_wall:.0f} s wall clock, encoding the training split {encode_s:.1f} s")
+    return ae_minutes + encode_s / 60
+
+
+def train_recipe(args, name: str, ae_dir: Path, ae_minutes: float, table: dict | None = None) -> None:
+    """Train one recipe of ``table`` (default RECIPES), then draw its 64-image grid and time it while the machine is
+    still otherwise idle."""
     import imagegen
     from imagegen.trainer import save_grid
 
-    family, preset, extra, latent, _ = RECIPES[name]
-    minutes = _minutes(args.budget) - (ae_minutes if latent else 0.0)
+    family, preset, extra, latent, _ = (table or RECIPES)[name]
+    budget = minutes(args.budget) - (ae_minutes if latent else 0.0)
     overrides = [f"data.name={args.data}", f"train.seed={args.seed}", "train.sample_every=0", *extra, *args.set]
     t0 = time.perf_counter()
-    imagegen.train(family, preset=preset, out=args.out / name, data_root=args.data_root, budget=minutes,
+    imagegen.train(family, preset=preset, out=args.out / name, data_root=args.data_root, budget=budget,
                    overrides=overrides, latent=ae_dir if latent else None, fresh=True)
     wall = time.perf_counter() - t0
     model = imagegen.load(args.out / name, device="cpu")
     labels = torch.arange(64) % model.info.num_classes if model.class_conditional else None
-    opts = _sample_options(args, name)
+    opts = _sample_options(args, name, table)
     t0 = time.perf_counter()
     grid = model.sample(64, labels=labels, seed=0, **opts)
     sample_s = time.perf_counter() - t0
     save_grid(grid, args.out / "grids" / f"{name}.png", nrow=8)
     (args.out / name / "timing.json").write_text(json.dumps({"train_wall_s": round(wall, 1),
                                                               "sample64_s": round(sample_s, 2)}))
-    print(f"{name}: trained {minutes:g} min ({wall:.0f} s wall clock with data loading); 64 samples in "
+    print(f"{name}: trained {budget:g} min ({wall:.0f} s wall clock with data loading); 64 samples in "
           f"{sample_s:.1f} s")
 
 
-def _score(args, name: str) -> dict:
+def score_recipe(args, name: str, table: dict | None = None) -> dict:
     import imagegen
 
-    _, _, _, latent, _ = RECIPES[name]
-    sample_opts = _sample_options(args, name)
+    _, _, _, latent, _ = (table or RECIPES)[name]
+    sample_opts = _sample_options(args, name, table)
     run = args.out / name
     model = imagegen.load(run, device="cpu")
     timing = json.loads((run / "timing.json").read_text()) if (run / "timing.json").is_file() else {}
@@ -139,7 +159,18 @@ def _nfe_sweep(args, name: str) -> list[dict]:
     return rows
 
 
-def _score_first_stage(args, ae_dir: Path) -> dict:
+def score_folder(args, arr: Path) -> dict:
+    """Score the images of ``arr`` (an .npz) as a model's samples: ``--metrics`` against as many test images;
+    the numeric summary."""
+    import imagegen
+
+    n = int(np.load(arr)["x"].shape[0])
+    res = imagegen.evaluate_folder(arr, args.data, metrics=args.metrics, n=n, ref="test",
+                                   data_root=args.data_root, inception_weights=args.inception_weights)
+    return {k: v for k, v in res["summary"].items() if isinstance(v, (int, float))}
+
+
+def score_first_stage(args, ae_dir: Path) -> dict:
     import imagegen
     from imagegen.config import DataConfig
     from imagegen.data import load_dataset, save_image_array, to_uint8
@@ -154,14 +185,12 @@ def _score_first_stage(args, ae_dir: Path) -> dict:
     arr = args.out / "first-stage-reconstructions.npz"
     save_image_array(arr, to_uint8(rec), test.labels[idx] if test.labels is not None else None)
     save_grid(torch.stack([x[:32], rec[:32]], 1).flatten(0, 1), args.out / "grids" / "first-stage.png", nrow=8)
-    res = imagegen.evaluate_folder(arr, args.data, metrics=args.metrics, n=len(idx), ref="test",
-                                   data_root=args.data_root, inception_weights=args.inception_weights)
+    res = score_folder(args, arr)
     meta = model.meta
     timing = json.loads((ae_dir / "timing.json").read_text()) if (ae_dir / "timing.json").is_file() else {}
     return {"recipe": "first-stage reconstructions", "family": "autoencoder", "step": meta.get("step"),
             "kimg": round(meta.get("images_seen", 0) / 1000, 1), "train_s": round(meta.get("elapsed_s", 0)), **timing,
-            "psnr_db": round(float(psnr(x, rec).mean()), 2),
-            **{k: v for k, v in res["summary"].items() if isinstance(v, (int, float))}}
+            "psnr_db": round(float(psnr(x, rec).mean()), 2), **res}
 
 
 def main() -> None:
@@ -190,31 +219,21 @@ def main() -> None:
         from imagegen.errors import ImagegenError
 
         raise ImagegenError(f"unknown recipe '{unknown[0]}'; choose from {', '.join(RECIPES)}")
-    import imagegen
 
     ae_dir = args.out / "first-stage"
-    ae_minutes = _minutes(args.ae_budget)
+    ae_minutes = minutes(args.ae_budget)
     if not args.skip_train:
         first_stage_minutes = 0.0
         if any(RECIPES[r][3] for r in names):
-            t0 = time.perf_counter()
-            imagegen.train("autoencoder", preset="autoencoder-mnist", out=ae_dir, data_root=args.data_root,
-                           budget=ae_minutes, overrides=[f"data.name={args.data}", f"train.seed={args.seed}",
-                                                         "train.sample_every=0"], fresh=True)
-            ae_wall = time.perf_counter() - t0
-            encode_s = _encode_seconds(args, ae_dir)
-            first_stage_minutes = ae_minutes + encode_s / 60
-            (ae_dir / "timing.json").write_text(json.dumps({"train_wall_s": round(ae_wall, 1),
-                                                            "encode_train_split_s": round(encode_s, 1)}))
-            print(f"first stage: {ae_wall:.0f} s wall clock, encoding the training split {encode_s:.1f} s")
+            first_stage_minutes = train_first_stage(args, ae_dir, ae_minutes)
         for name in names:
-            _train(args, name, ae_dir, first_stage_minutes)
+            train_recipe(args, name, ae_dir, first_stage_minutes)
     if args.skip_score:
         return
     rows = []
     if any(RECIPES[r][3] for r in names):
-        rows.append(_score_first_stage(args, ae_dir))
-    rows += [_score(args, name) for name in names]
+        rows.append(score_first_stage(args, ae_dir))
+    rows += [score_recipe(args, name) for name in names]
     sweep = [r for name in names if args.nfe and RECIPES[name][0] == "diffusion" and RECIPES[name][3]
              for r in _nfe_sweep(args, name)]
     if sweep:
