@@ -12,11 +12,10 @@ Python API::
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from .api import LoadedModel, load, train  # noqa: E402
 from .data import DATASETS  # noqa: E402
 from .evaluate import EvalOptions, compare_runs, evaluate_folder, evaluate_run, reference_stats  # noqa: E402
+from .provenance import __version__  # noqa: E402
 from .registry import FAMILIES  # noqa: E402
 from .report import report  # noqa: E402
 

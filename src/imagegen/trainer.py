@@ -432,7 +432,7 @@ def _is_scalar(v) -> bool:
 
 
 def _version() -> str:
-    from . import __version__
+    from .provenance import __version__
 
     return __version__
 
