@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from .api import LoadedModel, load, train  # noqa: E402
 from .data import DATASETS  # noqa: E402
-from .evaluate import EvalOptions, compare_runs, evaluate_folder, evaluate_run, reference_stats  # noqa: E402
+from .evaluation import EvalOptions, compare_runs, evaluate_folder, evaluate_run, reference_stats  # noqa: E402
 from .provenance import __version__  # noqa: E402
 from .registry import FAMILIES  # noqa: E402
 from .report import report  # noqa: E402

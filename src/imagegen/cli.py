@@ -93,23 +93,19 @@ def info_cmd(run: Path = typer.Argument(..., help="run directory or checkpoint f
 def _saved_results(run_dir: Path) -> list[str]:
     """One line per result file in a run directory: an evaluation's summary (eval, compare's per-run JSON,
     the benchmarks) or a likelihood (eval-nll), with the N and checkpoint step it was measured at."""
+    from .evaluation.runs import is_nll_result, saved_results
+
     lines = []
-    for p in sorted(run_dir.glob("*.json")):
-        try:
-            d = json.loads(p.read_text())
-        except (OSError, ValueError):
-            continue
-        if not isinstance(d, dict):
-            continue
-        if isinstance(d.get("summary"), dict) and d["summary"]:
+    for p, d in saved_results(run_dir):
+        if is_nll_result(d):  # eval-nll's (it also has a summary: the nats line says more)
+            nums = [f"nll {d['nats']:.4g} nats ({d['bits_per_dim']:.4g} bits/dim, {d.get('bound', 'exact')})"]
+            where = [f"{k} {d[k]}" for k in ("split", "n", "step") if k in d]
+        elif isinstance(d.get("summary"), dict) and d["summary"]:
             proto = next(iter(d.get("metrics", {}).values()), {}).get("protocol", d.get("protocol", {}))
             nums = [f"{k} {v:.4g}" for k, v in d["summary"].items()
                     if isinstance(v, (int, float)) and not k.endswith("_std")]
             where = [f"{k} {proto[k]}" for k in ("n_gen", "sampler", "steps", "guidance", "checkpoint_step")
                      if k in proto]
-        elif "bits_per_dim" in d and "nats" in d:
-            nums = [f"nll {d['nats']:.4g} nats ({d['bits_per_dim']:.4g} bits/dim, {d.get('bound', 'exact')})"]
-            where = [f"{k} {d[k]}" for k in ("split", "n", "step") if k in d]
         else:
             continue
         lines.append(f"{p.name}: {', '.join(nums)}" + (f" [{', '.join(where)}]" if where else ""))
@@ -259,7 +255,7 @@ def sample_cmd(
 ) -> None:
     """Draw samples from a trained model."""
     from .api import load
-    from .evaluate import balanced_labels
+    from .evaluation import balanced_labels
     from .families.base import check_labels
 
     _check_outputs(out, out_dir)

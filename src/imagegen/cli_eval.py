@@ -1,7 +1,7 @@
 """Evaluation commands: ``eval``, ``compare``, ``eval-folder``, ``ref-stats``, ``train-classifier``.
 
 ``imagegen.cli`` calls :func:`register` on its typer app. Commands stay thin: they parse options and call
-``imagegen.evaluate``; user mistakes raise ImagegenError, which the CLI prints as one line.
+``imagegen.evaluation``; user mistakes raise ImagegenError, which the CLI prints as one line.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from .evaluate import FEATURES, METRIC_HELP, METRICS
+from .evaluation import FEATURES, METRIC_HELP, METRICS
 
 _METRICS_HELP = "comma list of: " + "; ".join(f"{k} ({v})" for k, v in METRIC_HELP.items())
 _FEATURES_HELP = f"feature networks for fid/kid/pr/dc, comma list of: {', '.join(FEATURES)}"
@@ -43,13 +43,13 @@ def _given(**kw) -> dict:
 
 
 def _options(**kw):
-    from .evaluate import EvalOptions
+    from .evaluation import EvalOptions
 
     return EvalOptions(**_given(**kw))
 
 
 def _report(result: dict, out: Path | None) -> None:
-    from .evaluate import format_summary
+    from .evaluation import format_summary
 
     typer.echo(format_summary(result))
     if out is not None:
@@ -77,7 +77,7 @@ def register(app: typer.Typer) -> None:
         eta: float | None = typer.Option(None, help="DDIM eta"),
     ) -> None:
         """Generate N samples from a run and score them against a reference split (FID, KID, PR, ...)."""
-        from .evaluate import evaluate_run, parse_list
+        from .evaluation import evaluate_run, parse_list
 
         opts = _options(metrics=parse_list(metrics, METRICS, "metric"), n=n, ref=ref, n_ref=n_ref,
                         features=parse_list(features, FEATURES, "feature network"), batch_size=batch_size,
@@ -104,7 +104,7 @@ def register(app: typer.Typer) -> None:
         temperature: float | None = TEMPERATURE_OPT, truncation: float | None = TRUNCATION_OPT,
     ) -> None:
         """Score several runs of one dataset with one protocol and print them side by side (Markdown)."""
-        from .evaluate import compare_runs, format_comparison, parse_list
+        from .evaluation import compare_runs, format_comparison, parse_list
 
         opts = _options(metrics=parse_list(metrics, METRICS, "metric"), n=n, ref=ref, n_ref=n_ref,
                         features=parse_list(features, FEATURES, "feature network"), batch_size=batch_size,
@@ -140,7 +140,7 @@ def register(app: typer.Typer) -> None:
         refresh_cache: bool = typer.Option(False, help="recompute cached reference features"),
     ) -> None:
         """Score any folder (or .npz/.npy array) of generated images against a dataset split."""
-        from .evaluate import evaluate_folder, parse_list
+        from .evaluation import evaluate_folder, parse_list
 
         opts = _options(metrics=parse_list(metrics, METRICS, "metric"), n=n, ref=ref, n_ref=n_ref,
                         features=parse_list(features, FEATURES, "feature network"), batch_size=batch_size,
@@ -167,7 +167,7 @@ def register(app: typer.Typer) -> None:
         refresh: bool = typer.Option(False, help="recompute even if cached"),
     ) -> None:
         """Compute and cache a split's reference features and statistics (eval reuses them)."""
-        from .evaluate import reference_stats
+        from .evaluation import reference_stats
 
         opts = _options(data_root=data_root, inception_weights=inception_weights,
                         classifier_weights=classifier_weights, batch_size=batch_size, device=device,

@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 
 from . import cli_eval as shared  # the options eval and compare take, so report spells them the same
-from .evaluate import METRIC_HELP
+from .evaluation import METRIC_HELP
 
 _METRICS_HELP = ("also score every run now with one protocol (needs --n); comma list of: "
                  + ", ".join(METRIC_HELP))

@@ -23,7 +23,7 @@ from . import checkpoint, registry
 from .config import RunConfig, from_saved, replace
 from .data import BatchSampler, load_dataset
 from .errors import ImagegenError
-from .evaluate import LOWER_IS_BETTER, evaluate_during_training, training_eval_options
+from .evaluation import LOWER_IS_BETTER, evaluate_during_training, training_eval_options
 from .families.base import default_optimizers
 from .interrupt import StopRequest
 from .latent import check_data_config, encode_dataset, load_first_stage
