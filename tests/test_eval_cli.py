@@ -345,3 +345,21 @@ def test_eval_nll_and_eval_metrics_nll_give_the_same_number(trained, tmp_path, c
     proto = b["metrics"]["nll_nats"]["protocol"]
     assert proto["n_ref"] == a["n"] == 12 and proto["ref_subset"] == a["protocol"]["ref_subset"]
     assert proto["ref_subset"].startswith("first 12 of ")
+
+
+def test_eval_compare_and_eval_folder_take_one_option_set():
+    """The scoring options are written once (cli_eval.SCORING_OPTIONS) and every scoring command has them all;
+    the two that sample a run also have every sampling option."""
+    import typer.main
+
+    from imagegen import cli_eval
+    from imagegen.cli import app
+
+    commands = typer.main.get_command(app).commands
+    params = {name: {p.name for p in commands[name].params} for name in ("eval", "compare", "eval-folder")}
+    scoring = {name for name, _, _ in cli_eval.SCORING_OPTIONS}
+    sampling = {name for name, _, _ in cli_eval.SAMPLING_OPTIONS}
+    assert all(scoring <= p for p in params.values())
+    assert sampling <= params["eval"] and sampling <= params["compare"] and not sampling & params["eval-folder"]
+    folder_n = next(p for p in commands["eval-folder"].params if p.name == "n")
+    assert folder_n.default == 0  # eval-folder's --n means "the first N images, 0: all"

@@ -49,7 +49,7 @@ def register(app: typer.Typer) -> None:
 
         path = report(runs, out, metrics=metrics, n=n, ref=ref, features=features, results=results, floors=floor,
                       seed=seed, n_grid=n_grid, n_complete=n_complete, keep=keep, complete=complete,
-                      sample_options=shared._given(sampler=sampler, steps=steps, guidance=guidance,
+                      sample_options=shared.given(sampler=sampler, steps=steps, guidance=guidance,
                                                    temperature=temperature, truncation=truncation),
                       device=device, data_root=data_root, inception_weights=inception_weights, title=title)
         typer.echo(f"wrote {path}")
