@@ -117,7 +117,8 @@ def main() -> None:
     g = graph()
     edges = {m: {t for t, _, _ in imps if t != m} for m, imps in g.items()}
     n_edges = sum(len(v) for v in edges.values())
-    in_function = sum(1 for imps in g.values() for _, _, f in imps if f)
+    # import statements (not names) of package modules that sit inside a function
+    in_function = len({(m, line) for m, imps in g.items() for _, line, f in imps if f})
     if args.mermaid:
         table = layers()
         between: dict = {}
