@@ -1,5 +1,7 @@
 """The family contract, checked for every registered family with its tiny TEST_CONFIG."""
 
+import inspect
+
 import pytest
 import torch
 
@@ -100,7 +102,7 @@ def test_complete_keeps_known_pixels(name):
     mask = torch.zeros(2, 1, 16, 16)
     mask[:, :, :8] = 1
     opts = {k: v for k, v in getattr(fam, "PREVIEW_OPTIONS", {}).items()
-            if k in api.inspect.signature(fam.complete).parameters}
+            if k in inspect.signature(fam.complete).parameters}
     out = fam.complete(model, x, mask, generator=torch.Generator().manual_seed(0), **opts)
     assert out.shape == x.shape and torch.isfinite(out).all()
     assert torch.equal(out[:, :, :8], x[:, :, :8])
@@ -144,7 +146,7 @@ def test_interpolation_labels_are_checked(name):
     model.eval()
     loaded = api.LoadedModel(name, cfg, INFO, model, {}, None, torch.device("cpu"))
     x = _batch(n=2).x
-    opts = {"steps": 2} if "steps" in api.inspect.signature(fam.interpolate).parameters else {}
+    opts = {"steps": 2} if "steps" in inspect.signature(fam.interpolate).parameters else {}
     strip = loaded.interpolate(x[:1], x[1:], 3, labels=4, **opts)
     assert strip.shape == (3, 1, 16, 16) and torch.isfinite(strip).all()
     with pytest.raises(ImagegenError, match="takes one label (for the whole strip|or two)"):
@@ -180,8 +182,8 @@ def test_latent_variant_round_trips_and_completes(name, tmp_path):
         mask = torch.zeros(1, 1, 16, 16)
         mask[:, :, :8] = 1
         opts = {k: v for k, v in getattr(fam, "PREVIEW_OPTIONS", {}).items()
-                if k in api.inspect.signature(fam.complete).parameters}
-        if "steps" in api.inspect.signature(fam.complete).parameters:
+                if k in inspect.signature(fam.complete).parameters}
+        if "steps" in inspect.signature(fam.complete).parameters:
             opts["steps"] = 3
         out = loaded.complete(x, mask, seed=0, **opts)
         assert out.shape == x.shape and torch.equal(out[:, :, :8], x[:, :, :8])
