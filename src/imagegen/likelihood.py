@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from . import registry
 from .config import check_range, replace
-from .data import load_dataset, to_float
+from .data import ImageDataset, load_dataset, to_float
 from .errors import ImagegenError
 from .model import load
 from .provenance import __version__
@@ -97,7 +97,7 @@ def split_nll(model, split: str, n: int | None, data_root: str | None, batch_siz
     total = len(ds)
     n = total if n is None else min(n, total)
     binary = ds.binarize
-    first = type(ds)(ds.images[:n], None if ds.labels is None else ds.labels[:n], ds.info, binarize=binary)
+    first = ImageDataset(ds.images[:n], None if ds.labels is None else ds.labels[:n], ds.info, binarize=binary)
     images, labels = first.fixed_binarization(seed).images, first.labels
     with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if torch.cuda.is_available() else []):
         torch.manual_seed(seed)  # the random draws of a bound; seeds every CUDA device too

@@ -1,5 +1,7 @@
 """The one table of metrics: every fact about a metric is a field of its row here, and every list of metric
-names elsewhere derives from the table. A new metric is one row here plus one function in ``scoring.py``.
+names elsewhere derives from the table. A new metric is one row here plus one function in ``scoring.py``
+registered with ``@scorer("name")``. (``cfd`` has no function of its own: it is ``fid`` in the classifier's
+feature space.)
 """
 
 from __future__ import annotations

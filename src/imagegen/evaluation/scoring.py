@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass, field
 
 import torch
 
@@ -25,7 +26,7 @@ from ..metrics.cas import augmentation_gain, classification_accuracy_score
 from ..metrics.classifier import ClassifierTrainConfig, class_accuracy, classifier_dataset, classifier_score
 from ..provenance import software_protocol
 from . import reference
-from .metrics_table import CLASSIFIER_SUFFIX, FEATURE_METRICS, GENERATIVE
+from .metrics_table import CLASSIFIER_SUFFIX, FEATURE_METRICS, GENERATIVE, METRICS
 from .options import EvalOptions
 from .reference import load_reference, reference_features, reference_subset, sha256_tensor
 
@@ -56,21 +57,14 @@ def evaluate_images(gen_u8: torch.Tensor, gen_labels: torch.Tensor | None, datas
               "quantisation": "generated: imagegen.data.to_uint8 (round half up); real: stored uint8",
               "grey_to_rgb": "repeat to 3 channels (Inception only)", **(extra_protocol or {}),
               **software_protocol(device)}
-    out_metrics: dict = {}
-    summary: dict = {}
+    ctx = _Context(gen_u8, gen_labels, ref_u8, dataset, opts, device, base_data_cfg, common)
 
-    def record(key: str, value, proto: dict, **extra):
-        out_metrics[key] = {"value": value, **extra, "protocol": dict(common, **proto)}
-        summary[key] = value
-        for k, v in extra.items():
-            summary[f"{key}_{k}"] = v
-
-    kinds = list(opts.features) if any(m in metrics for m in FEATURE_METRICS) else []
-    if "cfd" in metrics and "classifier" not in kinds:
-        kinds.append("classifier")
+    spaces = list(opts.features) if any(m in metrics for m in FEATURE_METRICS) else []
+    if "cfd" in metrics and "classifier" not in spaces:
+        spaces.append("classifier")
     partials = []  # the generated images' features so far, kept until every metric is computed
-    gen_sha = sha256_tensor(gen_u8) if kinds else None
-    for kind in kinds:
+    gen_sha = sha256_tensor(gen_u8) if spaces else None
+    for kind in spaces:
         t0 = time.time()
         net = reference.feature_net(kind, dataset, opts, device)
         ref_f, mu_r, sigma_r, cache_info = reference_features(net, dataset, opts.ref, ref_u8, ref_desc, opts,
@@ -81,52 +75,131 @@ def evaluate_images(gen_u8: torch.Tensor, gen_labels: torch.Tensor | None, datas
                              resume=partials[-1])
         proto = dict(net.protocol(), **cache_info, feature_runtime=net.runtime,
                      feature_seconds=round(time.time() - t0, 1))
-        sfx = _suffix(kind)
-        mu_g, sigma_g = fidm.feature_stats(gen_f)
-        want_fid = "fid" in metrics or (kind == "classifier" and "cfd" in metrics)
-        if want_fid:
-            record("fid" + sfx, fidm.frechet_distance(mu_g, sigma_g, mu_r, sigma_r), proto)
-        if "kid" in metrics:
-            mean, std = fidm.kid(gen_f, ref_f, opts.kid_subsets, opts.kid_subset_size, opts.seed)
-            m = min(opts.kid_subset_size, gen_f.shape[0], ref_f.shape[0])
-            record("kid" + sfx, mean, dict(proto, kid_subsets=opts.kid_subsets, kid_subset_size=m,
-                                           kid_kernel="(x.y/d + 1)^3", kid_estimator="unbiased"), std=std)
-        dev_f = device if device.type == "cuda" else None
-        if "pr" in metrics:
-            p, r = prdc.precision_recall(_to(ref_f, dev_f), _to(gen_f, dev_f), prdc.PR_K)
-            record("precision" + sfx, p, dict(proto, k=prdc.PR_K))
-            record("recall" + sfx, r, dict(proto, k=prdc.PR_K))
-        if "dc" in metrics:
-            d, c = prdc.density_coverage(_to(ref_f, dev_f), _to(gen_f, dev_f), prdc.DC_K)
-            record("density" + sfx, d, dict(proto, k=prdc.DC_K))
-            record("coverage" + sfx, c, dict(proto, k=prdc.DC_K))
-
-    if "cscore" in metrics or "cacc" in metrics:
-        net = reference.feature_net("classifier", dataset, opts, device)
-        _, logits = net.features_and_logits(gen_u8, progress=opts.progress)
-        proto = net.protocol()
-        if "cscore" in metrics:
-            _, real_logits = net.features_and_logits(ref_u8)
-            record("classifier_score", classifier_score(logits), proto,
-                   real=classifier_score(real_logits))
-        if "cacc" in metrics:
-            if gen_labels is None:
-                raise ImagegenError("cacc needs the requested labels: evaluate a class-conditional model, or a "
-                                    "folder with one sub-folder per class")
-            record("class_accuracy", class_accuracy(logits, gen_labels), proto)
-
-    if "cas" in metrics:
-        _score_cas(gen_u8, gen_labels, dataset, opts, device, record, base_data_cfg)
+        space = _Space(_suffix(kind), gen_f, ref_f, (mu_r, sigma_r), proto)
+        for m in FEATURE_METRICS:  # cfd is fid in the classifier's space
+            if m in metrics or (m == "fid" and kind == "classifier" and "cfd" in metrics):
+                SCORERS[m](ctx, space)
+    for m in METRICS:  # the others, in the table's order
+        if m in metrics and m in GENERATIVE and m not in FEATURE_METRICS and m in SCORERS:
+            SCORERS[m](ctx, None)
     for partial in partials:
         partial.discard()
-    return {"summary": summary, "metrics": out_metrics, "protocol": common}
+    return {"summary": ctx.summary, "metrics": ctx.metrics, "protocol": common}
 
 
-def _to(t: torch.Tensor, device):
-    return t if device is None else t.to(device)
+# ---------------------------------------------------------------------------------------------- the metrics
+# One function per metric of metrics_table.TABLE, registered under its name. A features metric (fid, kid, pr,
+# dc) is called once per feature space with that space's features; the others once, with space None.
 
 
-def _score_cas(gen_u8, gen_labels, dataset, opts, device, record, base_data_cfg):
+@dataclass
+class _Space:
+    """One feature network's features of the generated and the reference images."""
+
+    suffix: str  # "" (Inception) or "_clf" (the dataset classifier) on every key it records
+    gen_f: torch.Tensor  # (N_gen, D)
+    ref_f: torch.Tensor  # (N_ref, D)
+    ref_stats: tuple  # (mu, sigma) of ref_f, from the reference cache
+    protocol: dict
+
+
+@dataclass
+class _Context:
+    """What every metric function reads, and :meth:`record` to write its numbers."""
+
+    gen_u8: torch.Tensor
+    gen_labels: torch.Tensor | None
+    ref_u8: torch.Tensor
+    dataset: str
+    opts: EvalOptions
+    device: torch.device
+    base_data_cfg: object
+    common: dict
+    metrics: dict = field(default_factory=dict)
+    summary: dict = field(default_factory=dict)
+    _classifier: tuple | None = None  # (net, logits of the generated images), made on first use
+
+    def record(self, key: str, value, proto: dict, **extra):
+        self.metrics[key] = {"value": value, **extra, "protocol": dict(self.common, **proto)}
+        self.summary[key] = value
+        for k, v in extra.items():
+            self.summary[f"{key}_{k}"] = v
+
+    def classifier(self):
+        """The dataset classifier and its logits on the generated images (computed once, for cscore and cacc)."""
+        if self._classifier is None:
+            net = reference.feature_net("classifier", self.dataset, self.opts, self.device)
+            _, logits = net.features_and_logits(self.gen_u8, progress=self.opts.progress)
+            self._classifier = (net, logits)
+        return self._classifier
+
+    def on_device(self, t: torch.Tensor) -> torch.Tensor:
+        """Features for the k-NN metrics: on the GPU when there is one (the pairwise distances), else as they are."""
+        return t.to(self.device) if self.device.type == "cuda" else t
+
+
+SCORERS: dict = {}
+
+
+def scorer(name: str):
+    """Register the function that computes metric ``name`` (a row of metrics_table.TABLE)."""
+
+    def register(fn):
+        SCORERS[name] = fn
+        return fn
+
+    return register
+
+
+@scorer("fid")
+def _fid(ctx: _Context, space: _Space) -> None:
+    mu_g, sigma_g = fidm.feature_stats(space.gen_f)
+    ctx.record("fid" + space.suffix, fidm.frechet_distance(mu_g, sigma_g, *space.ref_stats), space.protocol)
+
+
+@scorer("kid")
+def _kid(ctx: _Context, space: _Space) -> None:
+    opts = ctx.opts
+    mean, std = fidm.kid(space.gen_f, space.ref_f, opts.kid_subsets, opts.kid_subset_size, opts.seed)
+    m = min(opts.kid_subset_size, space.gen_f.shape[0], space.ref_f.shape[0])
+    ctx.record("kid" + space.suffix, mean, dict(space.protocol, kid_subsets=opts.kid_subsets, kid_subset_size=m,
+                                               kid_kernel="(x.y/d + 1)^3", kid_estimator="unbiased"), std=std)
+
+
+@scorer("pr")
+def _pr(ctx: _Context, space: _Space) -> None:
+    p, r = prdc.precision_recall(ctx.on_device(space.ref_f), ctx.on_device(space.gen_f), prdc.PR_K)
+    ctx.record("precision" + space.suffix, p, dict(space.protocol, k=prdc.PR_K))
+    ctx.record("recall" + space.suffix, r, dict(space.protocol, k=prdc.PR_K))
+
+
+@scorer("dc")
+def _dc(ctx: _Context, space: _Space) -> None:
+    d, c = prdc.density_coverage(ctx.on_device(space.ref_f), ctx.on_device(space.gen_f), prdc.DC_K)
+    ctx.record("density" + space.suffix, d, dict(space.protocol, k=prdc.DC_K))
+    ctx.record("coverage" + space.suffix, c, dict(space.protocol, k=prdc.DC_K))
+
+
+@scorer("cscore")
+def _cscore(ctx: _Context, space: None) -> None:
+    net, logits = ctx.classifier()
+    _, real_logits = net.features_and_logits(ctx.ref_u8)
+    ctx.record("classifier_score", classifier_score(logits), net.protocol(), real=classifier_score(real_logits))
+
+
+@scorer("cacc")
+def _cacc(ctx: _Context, space: None) -> None:
+    net, logits = ctx.classifier()
+    if ctx.gen_labels is None:
+        raise ImagegenError("cacc needs the requested labels: evaluate a class-conditional model, or a "
+                            "folder with one sub-folder per class")
+    ctx.record("class_accuracy", class_accuracy(logits, ctx.gen_labels), net.protocol())
+
+
+@scorer("cas")
+def _cas(ctx: _Context, space: None) -> None:
+    gen_u8, gen_labels, dataset, opts, device = ctx.gen_u8, ctx.gen_labels, ctx.dataset, ctx.opts, ctx.device
+    base_data_cfg, record = ctx.base_data_cfg, ctx.record
     if gen_labels is None:
         raise ImagegenError("cas needs labelled samples: evaluate a class-conditional model, or a folder with "
                             "one sub-folder per class")
