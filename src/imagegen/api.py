@@ -8,11 +8,16 @@ import operator
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
-from . import checkpoint, config, registry
+from . import checkpoint, config, registry, restoration
 from .config import check_range
 from .data import DataInfo
 from .errors import ImagegenError
+from .families.base import check_labels
+from .latent import find_first_stage
+from .rng import ImageGenerators
+from .trainer import train as run_training
 
 
 def train(family: str | None = None, *, out: str | Path, preset: str | None = None, data: str | None = None,
@@ -39,8 +44,6 @@ def train(family: str | None = None, *, out: str | Path, preset: str | None = No
     if budget is not None:
         ov["train"]["budget_minutes"] = config.parse_budget(budget) if isinstance(budget, str) else float(budget)
     cfg = config.resolve(family, preset, ov)
-    from .trainer import train as run_training
-
     return run_training(cfg, out, fresh=fresh, progress=progress)
 
 
@@ -90,14 +93,18 @@ class LoadedModel:
         return (f"LoadedModel({self.family}, step {self.step}, {self.info.channels}x{self.info.size}x{self.info.size}"
                 f"{latent})")
 
-    def _generator(self, seed: int | None) -> torch.Generator | None:
+    @staticmethod
+    def _seed(seed) -> int | None:
         if seed is None:
             return None
         try:
-            seed = operator.index(seed)  # int, numpy integer, 0-d integer tensor
+            return operator.index(seed)  # int, numpy integer, 0-d integer tensor
         except TypeError:
             raise ImagegenError(f"seed must be an integer or None, got {seed!r}") from None
-        return torch.Generator(device=self.device).manual_seed(seed)
+
+    def _generator(self, seed: int | None) -> torch.Generator | None:
+        seed = self._seed(seed)
+        return None if seed is None else torch.Generator(device=self.device).manual_seed(seed)
 
     def _images(self, x, what: str = "x") -> torch.Tensor:
         """Check a batch of images against the model's data (shape, dtype, finite, in [-1, 1]) and move it
@@ -144,22 +151,23 @@ class LoadedModel:
             return fn(self.module, *args, **options)
 
     def sample(self, n: int, labels=None, seed: int | None = 0, batch_size: int = 256, progress: bool = False,
-               **options) -> torch.Tensor:
-        """``n`` images (n, C, H, W) in [-1, 1] on the CPU; the same seed gives the same images.
+               first_index: int = 0, **options) -> torch.Tensor:
+        """``n`` images (n, C, H, W) in [-1, 1] on the CPU. Every image has its own random stream, seeded by
+        (seed, its index) as in EDM (imagegen.rng), so the same seed gives the same images at any
+        ``batch_size``, and images ``first_index .. first_index + n - 1`` of a seed are the same whether drawn
+        in one call or in several (an evaluation in chunks). ``seed=None``: torch's global stream instead.
         ``progress``: a progress bar over the batches (when there is more than one)."""
-        from tqdm.auto import tqdm
-
-        from .families.base import check_labels
-
         check_range(n, "[1,inf)", "n")
         check_range(batch_size, "[1,inf)", "batch_size")
+        check_range(first_index, "[0,inf)", "first_index")
         y = check_labels(labels, n, self.info.num_classes, self.device)
-        g = self._generator(seed)
+        seed = self._seed(seed)
         out = []
         bar = tqdm(total=n, desc="sampling", unit="img", disable=not progress or n <= batch_size, leave=False)
         for start in range(0, n, batch_size):
             m = min(batch_size, n - start)
             yb = None if y is None else y[start:start + m]
+            g = None if seed is None else ImageGenerators.for_images(seed, first_index + start, m, self.device)
             out.append(self._decoded(self._call("sample", m, labels=yb, generator=g, **options)).float().cpu())
             bar.update(m)
         bar.close()
@@ -167,8 +175,6 @@ class LoadedModel:
 
     def nll(self, x: torch.Tensor, labels=None, batch_size: int = 256, **options) -> torch.Tensor:
         """Negative log-likelihood in nats per image (or a bound, as the family documents)."""
-        from .families.base import check_labels
-
         check_range(batch_size, "[1,inf)", "batch_size")
         if self.first_stage is not None:
             raise ImagegenError("a latent model's likelihood is over its first stage's codes, not over pixels, so it "
@@ -205,8 +211,6 @@ class LoadedModel:
         ``inpaint``, joined with ``+``); ``inpaint`` takes ``mask`` (1 = known). ``y`` has the measurement's
         shape: (N, C, H/K, W/K) for srK, (N, 1, H, W) for colourise. Returns (N, C, H, W) on the CPU; for a
         noiseless operator A(result) equals y to float precision."""
-        from . import restoration
-
         c, s = self.info.channels, self.info.size
         if isinstance(operator, str):
             m = None
@@ -293,7 +297,5 @@ def load(path: str | Path, device: str = "auto", ema: bool = True, family: str |
     module.requires_grad_(False)
     stage = None
     if latent:
-        from .latent import find_first_stage
-
         stage = find_first_stage(latent["first_stage"], path, dev, override=first_stage)
     return LoadedModel(cfg.family, cfg, info, module, ck.meta, ck.path, dev, first_stage=stage)

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import rng
 from .. import samplers as S
 from ..errors import ImagegenError
 from ..nn import Downsample, ResBlock, SelfAttention2d, Upsample, group_norm, sinusoidal_embedding
@@ -408,7 +409,7 @@ def _labels(model: Diffusion, labels, n: int, device, generator) -> torch.Tensor
         return None
     if model.cfg.label_dropout > 0:
         return torch.full((n,), model.num_classes, device=device, dtype=torch.long)
-    return torch.randint(0, model.num_classes, (n,), device=device, generator=generator)
+    return rng.randint(0, model.num_classes, (n,), device=device, generator=generator)
 
 
 def make_denoiser(model: Diffusion, y: torch.Tensor | None, guidance: float = 1.0,
@@ -488,7 +489,7 @@ def sample(model: Diffusion, n: int, labels=None, generator=None, sampler: str =
     device = _device(model)
     y = _labels(model, labels, n, device, generator)
     sigmas = make_sigmas(model, sampler, steps, schedule)
-    x_T = torch.randn(n, model.channels, model.size, model.size, device=device, generator=generator)
+    x_T = rng.randn(n, model.channels, model.size, model.size, device=device, generator=generator)
     x_T = x_T * model.prior_std(float(sigmas[0]))
     denoiser = make_denoiser(model, y, guidance, clip_denoised)
     return S.run_sampler(sampler, denoiser, x_T, sigmas, generator, eta=eta, frame=_frame(model)).clamp(-1, 1)

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import rng
 from ..errors import ImagegenError
 from .base import check_labels, optimizer_step, slerp
 from .gan_nets import (
@@ -252,10 +253,10 @@ class GAN(nn.Module):
         gdev = generator.device if generator is not None else self.device
         if truncation and truncation > 0:
             lo = 0.5 * (1 + math.erf(-truncation / math.sqrt(2)))  # Phi(-t)
-            u = torch.rand(n, self.z_dim, generator=generator, device=gdev, dtype=torch.float64)
+            u = rng.rand(n, self.z_dim, generator=generator, device=gdev, dtype=torch.float64)
             z = torch.special.ndtri(lo + u * (1 - 2 * lo)).float()
         else:
-            z = torch.randn(n, self.z_dim, generator=generator, device=gdev)
+            z = rng.randn(n, self.z_dim, generator=generator, device=gdev)
         return z.to(self.device)
 
     def labels_for(self, y: torch.Tensor | None, n: int, generator: torch.Generator | None = None):
@@ -264,7 +265,7 @@ class GAN(nn.Module):
         if y is not None:
             return y
         gdev = generator.device if generator is not None else self.device
-        return torch.randint(0, self.num_classes, (n,), generator=generator, device=gdev).to(self.device)
+        return rng.randint(0, self.num_classes, (n,), generator=generator, device=gdev).to(self.device)
 
     def augment(self, x: torch.Tensor) -> torch.Tensor:
         return diff_augment(x, self.cfg.diffaug_policy) if self.cfg.diffaug else x

@@ -55,6 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import rng
 from ..data import KEEPS, make_mask  # noqa: F401  (re-exported: completion masks)
 from ..distributions import discretized_logistic_log_prob
 from ..errors import ImagegenError
@@ -567,7 +568,7 @@ def _raster_sample(model: AutoregressiveModel, x: torch.Tensor, known: torch.Ten
                     cache["x"][:, i + p, j + p] = x[:, :, i, j]
                     net.at(cache, i, j)
                 continue
-            u = torch.rand(n, d, device=device, generator=generator)
+            u = rng.rand(n, d, device=device, generator=generator)  # per image with ImageGenerators
             pix = x[:, :, i, j] if k_ij is not None else torch.zeros(n, c, device=device)
             for chans in ([range(ci, ci + 1) for ci in range(c)] if per_channel else [range(c)]):
                 if cache is None:
@@ -591,7 +592,7 @@ def _model_labels(model: AutoregressiveModel, labels, n: int, device, generator)
         if not model.num_classes:
             return None
         # a class-conditional model without labels: draw y uniformly (p(x) = mean_y p(x | y))
-        return torch.randint(model.num_classes, (n,), device=device, generator=generator)
+        return rng.randint(0, model.num_classes, (n,), device=device, generator=generator)
     return check_labels(labels, n, model.num_classes, device)
 
 

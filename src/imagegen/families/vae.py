@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import rng
 from ..distributions import discretized_logistic_log_prob
 from ..errors import ImagegenError
 from .base import check_labels, optimizer_step, strip_label
@@ -49,6 +50,7 @@ class Config:
 NLL_KIND = "IWAE upper bound on -log p(x) (Burda et al. 2015)"
 TRAIN_DEFAULTS = {"lr": 1e-3, "batch_size": 128, "ema_decay": 0.999}
 TEST_CONFIG = {"latent_dim": 4, "base_channels": 8, "channel_mult": [1, 1], "nll_samples": 4}
+SAMPLE_CHOICES = {"mode": ("mean", "sample")}  # the values sample() takes (the CLI offers them)
 
 
 def _groups(ch: int) -> int:
@@ -189,17 +191,17 @@ def sample(model: VAE, n: int, labels=None, generator=None, temperature: float =
     ``mode='sample'`` draws every pixel from p(x|z)."""
     device = next(model.parameters()).device
     y = _labels(model, labels, n, device)
-    z = torch.randn(n, model.cfg.latent_dim, device=device, generator=generator) * temperature
+    z = rng.randn(n, model.cfg.latent_dim, device=device, generator=generator) * temperature
     params = model.decode(z, y)
     if mode == "mean":
         return model.mean_image(params)
     if mode != "sample":
         raise ImagegenError(f"--mode must be mean or sample, got '{mode}'")
     if model.likelihood == "bernoulli":
-        u = torch.rand(params.shape, device=device, generator=generator)
+        u = rng.rand(params.shape, device=device, generator=generator)
         return (u < torch.sigmoid(params)).float() * 2 - 1
     mean, log_scale = params.chunk(2, dim=1)
-    u = torch.rand(mean.shape, device=device, generator=generator).clamp(1e-5, 1 - 1e-5)
+    u = rng.rand(mean.shape, device=device, generator=generator).clamp(1e-5, 1 - 1e-5)
     x = mean + log_scale.clamp(min=-7).exp() * (torch.log(u) - torch.log1p(-u))  # inverse logistic CDF
     return (torch.round((x.clamp(-1, 1) + 1) * 127.5) / 127.5 - 1)
 
