@@ -155,9 +155,6 @@ class _MetaAccel:
     num_processes = 1
     device = torch.device("meta")
 
-    def __init__(self, grad_clip: float):
-        self.imagegen_grad_clip = grad_clip
-
     def backward(self, loss):
         loss.backward()
 
@@ -190,7 +187,7 @@ def _step_peak(fam, cfg, info, model: torch.nn.Module, batch_size: int) -> int:
     y = torch.zeros(batch_size, dtype=torch.long, device="meta") if info.num_classes else None
     mode = _StorageBytes()
     with mode:
-        fam.train_step(model, Batch(x, y), opts, 1, _MetaAccel(cfg.train.grad_clip))
+        fam.train_step(model, Batch(x, y), opts, 1, _MetaAccel(), grad_clip=cfg.train.grad_clip)
     return mode.peak
 
 

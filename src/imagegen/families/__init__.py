@@ -10,13 +10,15 @@ Required::
         # "[0,1)", checked with a one-line error whenever a config is read (imagegen.config.check_range)
     TRAIN_DEFAULTS: dict                          # optional: train.* defaults for this family (lr, betas, ...)
     def build(cfg, data_info) -> nn.Module        # data_info: imagegen.data.DataInfo
-    def train_step(model, batch, opts, step, accel) -> dict[str, Tensor | float]
+    def train_step(model, batch, opts, step, accel, grad_clip=0.0) -> dict[str, Tensor | float]
         # ``model`` is what accelerate prepared (maybe DDP-wrapped: call ``model(...)`` for anything
         # that needs gradients, ``accel.unwrap_model(model)`` for attributes); ``batch`` is a
         # ``imagegen.data.Batch`` (x: (B, C, H, W) float in [-1, 1], y: (B,) long or None);
-        # ``opts`` is the dict from ``configure_optimizers``. The step calls ``accel.backward(loss)``
-        # and steps/zeroes its own optimisers (a GAN owns two). Return scalars to log; the key
-        # "loss" is checked for NaN/Inf by the trainer.
+        # ``opts`` is the dict from ``configure_optimizers``; ``grad_clip`` the max global gradient norm
+        # (the trainer passes ``train.grad_clip``; 0 disables). The step calls ``accel.backward(loss)``
+        # and steps/zeroes its own optimisers (a GAN owns two) with ``families.base.optimizer_step(accel,
+        # opt, params, grad_clip)``, which clips. Return scalars to log; the key "loss" is checked for
+        # NaN/Inf by the trainer.
     def sample(model, n, labels=None, generator=None, **options) -> Tensor
         # (n, C, H, W) in [-1, 1]; ``model`` is the unwrapped (EMA) module in eval mode; options are
         # family specific (sampler, steps, guidance, temperature, truncation) and exposed by the CLI

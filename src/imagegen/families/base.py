@@ -17,12 +17,10 @@ def default_optimizers(model: nn.Module, model_cfg, train_cfg) -> dict[str, torc
     return {"main": torch.optim.AdamW(params, **kwargs)}
 
 
-def optimizer_step(accel, opt: torch.optim.Optimizer, params, grad_clip: float | None = None) -> None:
-    """Clip (when the accumulated gradient is complete), step and zero one optimiser.
-
-    ``grad_clip=None`` uses the run's ``train.grad_clip``, which the trainer stores on the accelerator."""
-    if grad_clip is None:
-        grad_clip = getattr(accel, "imagegen_grad_clip", 0.0)
+def optimizer_step(accel, opt: torch.optim.Optimizer, params, grad_clip: float) -> None:
+    """Clip the global gradient norm to ``grad_clip`` (the ``grad_clip`` a family's ``train_step`` is given:
+    the run's ``train.grad_clip``; 0 disables) when the accumulated gradient is complete, then step and zero
+    one optimiser."""
     if grad_clip and grad_clip > 0 and accel.sync_gradients:
         accel.clip_grad_norm_(params, grad_clip)
     opt.step()

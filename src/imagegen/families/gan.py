@@ -236,7 +236,6 @@ class GAN(nn.Module):
         # comparable across steps (not saved: it is a function of the config)
         g = torch.Generator().manual_seed(1234)
         self.register_buffer("z_health", torch.randn(64, cfg.z_dim, generator=g), persistent=False)
-        self.grad_clip = 0.0  # set by configure_optimizers from train.grad_clip
         self.health_state = {"flag": HEALTH_OK, "diversity": float("nan"), "strikes": 0}
 
     # ------------------------------------------------------------------------------------------ helpers
@@ -345,7 +344,6 @@ def configure_optimizers(model: GAN, model_cfg: Config, train_cfg) -> dict[str, 
     betas = tuple(train_cfg.adam_betas)
     lr_g = model_cfg.lr_g if model_cfg.lr_g is not None else train_cfg.lr
     lr_d = model_cfg.lr_d if model_cfg.lr_d is not None else train_cfg.lr
-    model.grad_clip = float(train_cfg.grad_clip or 0.0)
     kw = dict(betas=betas, weight_decay=train_cfg.weight_decay)
     if next(model.parameters()).is_cuda:
         kw["fused"] = True
@@ -360,7 +358,7 @@ def _grad_norm(params) -> torch.Tensor:
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
 
 
-def train_step(model, batch, opts, step: int, accel) -> dict:
+def train_step(model, batch, opts, step: int, accel, grad_clip: float = 0.0) -> dict:
     """``model.train.d_steps`` discriminator updates, then one generator update, on one real batch."""
     net: GAN = accel.unwrap_model(model)
     cfg = net.cfg
@@ -375,11 +373,11 @@ def train_step(model, batch, opts, step: int, accel) -> dict:
         d = model(x, y, phase="d", r1=r1)
         accel.backward(d["loss"])
         d_grad_norm = _grad_norm(d_params)
-        optimizer_step(accel, opts["d"], d_params, net.grad_clip)
+        optimizer_step(accel, opts["d"], d_params, grad_clip)
     g = model(None, y, phase="g", batch_size=x.shape[0])
     accel.backward(g["loss"])
     g_grad_norm = _grad_norm(g_params)
-    optimizer_step(accel, opts["g"], g_params, net.grad_clip)
+    optimizer_step(accel, opts["g"], g_params, grad_clip)
 
     d_loss, g_loss = d["loss"].detach(), g["loss"].detach()
     logs = {"loss": d_loss + g_loss, "d_loss": d_loss, "g_loss": g_loss,

@@ -707,7 +707,7 @@ def build(cfg: Config, data_info) -> nn.Module:
     return AutoregressiveModel(cfg, data_info)
 
 
-def train_step(model, batch, opts, step: int, accel) -> dict:
+def train_step(model, batch, opts, step: int, accel, grad_clip: float = 0.0) -> dict:
     inner = accel.unwrap_model(model)
     if inner.num_classes and batch.y is None:
         raise ImagegenError("model.class_cond=true but the batches carry no labels")
@@ -715,5 +715,5 @@ def train_step(model, batch, opts, step: int, accel) -> dict:
     dims = batch.x[0].numel()
     loss = nll_nats.mean() / dims  # nats per sub-pixel, so lr and clipping do not depend on image size
     accel.backward(loss)
-    optimizer_step(accel, opts["main"], model.parameters())
+    optimizer_step(accel, opts["main"], model.parameters(), grad_clip)
     return {"loss": loss.detach(), "nll_nats": nll_nats.mean().detach(), "bpd": loss.detach() / math.log(2.0)}

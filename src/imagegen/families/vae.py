@@ -168,12 +168,12 @@ def build(cfg: Config, data_info) -> nn.Module:
     return VAE(cfg, data_info)
 
 
-def train_step(model, batch, opts, step: int, accel) -> dict:
+def train_step(model, batch, opts, step: int, accel, grad_clip: float = 0.0) -> dict:
     cfg = accel.unwrap_model(model).cfg
     warm = 1.0 if cfg.kl_warmup_steps <= 0 else min(1.0, (step + 1) / cfg.kl_warmup_steps)
     out = model(batch.x, batch.y, kl_weight=cfg.beta * warm)
     accel.backward(out["loss"])
-    optimizer_step(accel, opts["main"], model.parameters())
+    optimizer_step(accel, opts["main"], model.parameters(), grad_clip)
     return out
 
 
