@@ -10,41 +10,61 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from . import checkpoint, config, registry, restoration
+from . import checkpoint, config, registry, restoration, trainer
 from .config import check_range
 from .data import DataInfo
 from .errors import ImagegenError
 from .families.base import check_labels
 from .latent import find_first_stage
 from .rng import ImageGenerators
-from .trainer import train as run_training
 
 
-def train(family: str | None = None, *, out: str | Path, preset: str | None = None, data: str | None = None,
-          data_root: str | Path | None = None, steps: int | None = None, kimg: float | None = None,
-          budget: str | float | None = None, overrides: dict | list[str] | None = None, fresh: bool = False,
-          progress: bool = True, latent: str | Path | None = None) -> Path:
-    """Train a model; returns the run directory. ``overrides`` is a nested dict or ``["a.b=c", ...]``;
-    ``data_root`` is the CLI's ``--data-root`` (the folder holding MNIST/raw/, cifar-10-batches-py/, ...);
-    ``latent`` a trained autoencoder run whose codes the model learns (``data.latent``, imagegen.latent)."""
+def train(family: str | None = None, *, out: str | Path | None = None, preset: str | None = None,
+          data: str | None = None, data_root: str | Path | None = None, steps: int | None = None,
+          kimg: float | None = None, budget: str | float | None = None, overrides: dict | list[str] | None = None,
+          fresh: bool = False, progress: bool = True, latent: str | Path | None = None, image_size: int | None = None,
+          channels: int | None = None, seed: int | None = None, deterministic: bool = False) -> Path:
+    """Train a model; returns the run directory (``out``, default ``runs/<family>-<data>``, see
+    ``default_run_dir``). The arguments are those of :func:`train_config`; ``fresh`` starts over instead of
+    resuming the run in ``out``."""
+    cfg = train_config(family, preset=preset, data=data, data_root=data_root, steps=steps, kimg=kimg, budget=budget,
+                       overrides=overrides, latent=latent, image_size=image_size, channels=channels, seed=seed,
+                       deterministic=deterministic)
+    return trainer.train(cfg, default_run_dir(cfg) if out is None else out, fresh=fresh, progress=progress)
+
+
+def train_config(family: str | None = None, *, preset: str | None = None, data: str | None = None,
+                 data_root: str | Path | None = None, steps: int | None = None, kimg: float | None = None,
+                 budget: str | float | None = None, overrides: dict | list[str] | None = None,
+                 latent: str | Path | None = None, image_size: int | None = None, channels: int | None = None,
+                 seed: int | None = None, deterministic: bool = False) -> config.RunConfig:
+    """The resolved config ``train`` runs (what ``imagegen train --dry-run`` prints). ``overrides`` is a nested
+    dict or ``["a.b=c", ...]``; the other arguments override it: ``data_root`` is the CLI's ``--data-root``
+    (the folder holding MNIST/raw/, cifar-10-batches-py/, ...); ``latent`` a trained autoencoder run whose codes
+    the model learns (``data.latent``, imagegen.latent); ``budget`` minutes or a string such as ``90s``/``5m``."""
     if isinstance(overrides, list):
         overrides = config.parse_overrides(overrides)
     ov: dict = {"data": {}, "train": {}}
     config._deep_update(ov, overrides or {})
-    if data is not None:
-        ov["data"]["name"] = data
-    if data_root is not None:
-        ov["data"]["root"] = str(data_root)
-    if latent is not None:
-        ov["data"]["latent"] = str(latent)
-    if steps is not None:
-        ov["train"]["steps"] = steps
-    if kimg is not None:
-        ov["train"]["kimg"] = kimg
+    for key, val in (("name", data), ("root", None if data_root is None else str(data_root)),
+                     ("image_size", image_size), ("channels", channels),
+                     ("latent", None if latent is None else str(latent))):
+        if val is not None:
+            ov["data"][key] = val
+    for key, val in (("steps", steps), ("kimg", kimg), ("seed", seed)):
+        if val is not None:
+            ov["train"][key] = val
     if budget is not None:
         ov["train"]["budget_minutes"] = config.parse_budget(budget) if isinstance(budget, str) else float(budget)
-    cfg = config.resolve(family, preset, ov)
-    return run_training(cfg, out, fresh=fresh, progress=progress)
+    if deterministic:
+        ov["train"]["deterministic"] = True
+    return config.resolve(family, preset, ov)
+
+
+def default_run_dir(cfg: config.RunConfig) -> Path:
+    """``runs/<family>-<data>`` (``runs/latent-<family>-<data>`` for a latent model)."""
+    kind = f"latent-{cfg.family}" if cfg.data.latent else cfg.family
+    return Path("runs") / f"{kind}-{cfg.data.name.replace('folder:', '').strip('/').replace('/', '_')}"
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -147,6 +167,8 @@ class LoadedModel:
             offered = ", ".join(registry.capabilities(self.family)) or "sampling only"
             raise ImagegenError(f"the {self.family} family does not support '{fn_name}'; it offers: {offered}")
         check_options(fn, options, f"{self.family}.{fn_name}")
+        if fn_name == "sample":
+            check_choices(self.fam, options, f"{self.family}.sample")
         with torch.no_grad() if fn_name != "complete" else _nullcontext():
             return fn(self.module, *args, **options)
 
@@ -277,6 +299,14 @@ def check_options(fn, options: dict, where: str) -> None:
         valid = [k for k, p in params.items() if p.default is not inspect.Parameter.empty
                  and k not in ("labels", "generator")]
         raise ImagegenError(f"{where} does not take option '{unknown[0]}'; it takes: {', '.join(valid) or 'none'}")
+
+
+def check_choices(fam, options: dict, where: str) -> None:
+    """Reject a value outside the family's ``SAMPLE_CHOICES`` for that option, listing the ones it takes."""
+    for key, value in options.items():
+        choices = getattr(fam, "SAMPLE_CHOICES", {}).get(key)
+        if choices is not None and value not in choices:
+            raise ImagegenError(f"{where} option {key} takes one of {', '.join(map(str, choices))}, got {value!r}")
 
 
 def load(path: str | Path, device: str = "auto", ema: bool = True, family: str | None = None,
