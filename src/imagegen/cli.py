@@ -443,7 +443,8 @@ def interpolate_cmd(
 
 
 def _register_extensions() -> None:
-    """Command groups that live beside their implementation (e.g. evaluation)."""
+    """Command groups that live beside their implementation (e.g. evaluation); imported here, after this
+    module's own commands exist, because they import helpers from it."""
     try:
         from . import cli_eval
     except ImportError:

@@ -7,6 +7,8 @@ import math
 import torch
 from torch import nn
 
+from ..errors import ImagegenError
+
 
 def default_optimizers(model: nn.Module, model_cfg, train_cfg) -> dict[str, torch.optim.Optimizer]:
     """AdamW over every trainable parameter, fused on CUDA where the PyTorch build has it."""
@@ -47,8 +49,6 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor | float) -> torch.Te
 
 def check_labels(labels, n: int, num_classes: int, device) -> torch.Tensor | None:
     """Normalise ``labels`` (None, int, list or tensor) to a (n,) long tensor, validating the range."""
-    from ..errors import ImagegenError
-
     if labels is None:
         return None
     if num_classes <= 0:
@@ -67,8 +67,6 @@ def check_labels(labels, n: int, num_classes: int, device) -> torch.Tensor | Non
 def strip_label(labels, family: str) -> int | None:
     """The one class an interpolation strip is drawn in, for families whose path cannot change class
     (GANs blend two, start and end, and do not use this). None stays None."""
-    from ..errors import ImagegenError
-
     if labels is None:
         return None
     vals = torch.as_tensor(labels).flatten()

@@ -35,6 +35,7 @@ from .. import rng
 from .. import samplers as S
 from ..errors import ImagegenError
 from ..nn import Downsample, ResBlock, SelfAttention2d, Upsample, group_norm, sinusoidal_embedding
+from ..restoration import Operator
 from .base import check_labels, optimizer_step, slerp, strip_label
 
 NAME = "diffusion"
@@ -565,8 +566,6 @@ def restore(model: Diffusion, y_meas, operator, labels=None, generator=None, met
 
     ``auto``: repaint for a noiseless mask (so ``complete`` is this function's masked case), noisy-start for
     denoising alone, ddnm otherwise. A noiseless result is projected onto the measurements (A(x) = y)."""
-    from ..restoration import Operator
-
     if method not in RESTORE_METHODS:
         raise ImagegenError(f"--method must be one of {', '.join(RESTORE_METHODS)}, got '{method}'")
     if not isinstance(operator, Operator):

@@ -59,6 +59,7 @@ from .. import rng
 from ..data import KEEPS, make_mask  # noqa: F401  (re-exported: completion masks)
 from ..distributions import discretized_logistic_log_prob
 from ..errors import ImagegenError
+from ..restoration import check_offered
 from .base import bits_per_dim, check_labels, optimizer_step
 
 NAME = "pixelcnn"
@@ -694,8 +695,6 @@ def restore(model: AutoregressiveModel, y_meas: torch.Tensor, operator, labels=N
     pixels of the image, so only a noiseless mask is offered (it is :func:`complete`). Any other operator
     (a pooled, grey or noisy measurement) would need p(x | A x) summed over every image: a one-line error
     names the families that offer it."""
-    from ..restoration import check_offered
-
     check_offered(NAME, operator)  # a mask with noise asks for denoise too, which is not offered here
     return complete(model, y_meas, operator.mask, labels, generator, temperature=temperature, sampler=sampler)
 

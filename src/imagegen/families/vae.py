@@ -24,6 +24,8 @@ from torch import nn
 from .. import rng
 from ..distributions import discretized_logistic_log_prob
 from ..errors import ImagegenError
+from ..restoration import Operator
+from ..restoration import mask as mask_operator
 from .base import check_labels, optimizer_step, strip_label
 
 NAME = "vae"
@@ -258,8 +260,6 @@ def complete(model: VAE, x, mask, labels=None, generator=None, iterations: int =
     """Fill pixels where mask == 0 by pseudo-Gibbs sampling (Rezende et al. 2014, sec. 5.3): encode the
     current guess, draw z ~ q(z|x), decode, and put the known pixels back; repeat. The masked case of
     :func:`restore` (``method="gibbs"``)."""
-    from ..restoration import mask as mask_operator
-
     y = _labels(model, labels, x.shape[0], x.device)
     mask = mask.to(x.dtype).expand_as(x)
     cur = _gibbs(model, x * mask, mask_operator(mask), y, generator, iterations)
@@ -294,8 +294,6 @@ def restore(model: VAE, y_meas, operator, labels=None, generator=None, method: s
     draws of the prior; each image keeps its best fit (as GAN inversion does). ``auto``: gibbs for a
     noiseless y, latent for a noisy one (the projection of gibbs would keep the noise). A noiseless
     result is projected onto the measurements, so A(x) = y."""
-    from ..restoration import Operator
-
     if method not in RESTORE_METHODS:
         raise ImagegenError(f"--method must be one of {', '.join(RESTORE_METHODS)}, got '{method}'")
     if not isinstance(operator, Operator):
