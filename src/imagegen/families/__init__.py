@@ -22,13 +22,19 @@ Required::
     def sample(model, n, labels=None, generator=None, **options) -> Tensor
         # (n, C, H, W) in [-1, 1]; ``model`` is the unwrapped (EMA) module in eval mode; options are
         # family specific (sampler, steps, guidance, temperature, truncation) and exposed by the CLI
-        # through ``inspect.signature``.
+        # through ``inspect.signature`` (imagegen.cli.family_options: one flag per keyword option).
+        # ``generator`` is a torch.Generator, None, or (from LoadedModel.sample) an
+        # ``imagegen.rng.ImageGenerators``, one generator per image: draw every random number of a sample
+        # through ``imagegen.rng.randn / rand / randint`` with the image as the first dimension, so that image
+        # i depends on its own seed only and the same seed gives the same image at any batch size (the
+        # contract test checks batch sizes 1, 3 and 4).
 
 Optional::
 
     SAMPLE_CHOICES: dict[str, tuple]               # the values a ``sample`` option takes, where it is a
         # choice, e.g. {"sampler": ("naive", "cached")}: ``imagegen compare`` passes a shared option such as
-        # --sampler dpmpp-2m only to the families whose choices include the value
+        # --sampler dpmpp-2m only to the families whose choices include the value; the CLI's --help lists them
+        # and LoadedModel.sample refuses another value in one line (api.check_choices)
     def configure_optimizers(model, model_cfg, train_cfg) -> dict[str, Optimizer]
         # default: {"main": AdamW(lr, betas, weight_decay)} (families.base.default_optimizers)
     def nll(model, x, labels=None, **options) -> Tensor         # (B,) nats per image; bits/dim derived
