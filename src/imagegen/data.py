@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 from safetensors import safe_open
 
-from .augment import apply as apply_augment
+from . import augment as augmentation  # as a module: its apply is looked up when called
 from .cache import cache_dir  # noqa: F401  (re-exported: imagegen.data.cache_dir is where callers look)
 from .checkpoint import atomic_save_tensors
 from .config import MAX_IMAGE_SIZE, DataConfig, check_range
@@ -95,7 +95,7 @@ class ImageDataset:
         see the transformed intensities."""
         u8 = self.images[idx]
         if augment:
-            x = apply_augment(to_float(u8), augment, generator)
+            x = augmentation.apply(to_float(u8), augment, generator)
             if self.binarize:
                 x = to_float(((x + 1) * 127.5).round().to(torch.uint8), True, generator)
         else:
