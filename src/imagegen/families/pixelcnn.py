@@ -561,6 +561,10 @@ def _raster_sample(model: AutoregressiveModel, x: torch.Tensor, known: torch.Ten
         cache = net.init_cache(x.new_zeros(n, height + p, width + 2 * p, c), y, height, width)
     per_channel = model.groups > 1  # a pixel's channels come from separate evaluations
     d = model.randoms_per_pixel()
+    # per-image streams (imagegen.rng): each image's uniforms for the whole raster in one draw, n calls in all
+    # instead of n per pixel (one kernel launch each on a GPU)
+    u_all = rng.rand(n, height, width, d, device=device, generator=generator) \
+        if isinstance(generator, rng.ImageGenerators) else None
     for i in range(height if rows is None else min(rows, height)):
         for j in range(width):
             k_ij = None if known is None else known[:, :, i, j]  # (n, C)
@@ -569,7 +573,7 @@ def _raster_sample(model: AutoregressiveModel, x: torch.Tensor, known: torch.Ten
                     cache["x"][:, i + p, j + p] = x[:, :, i, j]
                     net.at(cache, i, j)
                 continue
-            u = rng.rand(n, d, device=device, generator=generator)  # per image with ImageGenerators
+            u = u_all[:, i, j] if u_all is not None else torch.rand(n, d, device=device, generator=generator)
             pix = x[:, :, i, j] if k_ij is not None else torch.zeros(n, c, device=device)
             for chans in ([range(ci, ci + 1) for ci in range(c)] if per_channel else [range(c)]):
                 if cache is None:
