@@ -199,7 +199,7 @@ def test_a_full_disk_elsewhere_is_a_one_line_error(tmp_path, monkeypatch, capsys
     assert code == 2 and "config.json: disk full" in err and "Traceback" not in err
     monkeypatch.undo()
 
-    def full_log(cfg, out, fresh=False):  # what a full disk does to a plain write (a log line, an event file)
+    def full_log(cfg, out, fresh=False, **kw):  # what a full disk does to a plain write (a log line, an event file)
         raise OSError(errno.ENOSPC, "No space left on device", str(Path(out) / "metrics.jsonl"))
 
     monkeypatch.setattr("imagegen.trainer.train", full_log)

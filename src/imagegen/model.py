@@ -20,6 +20,7 @@ from .device import pick_device
 from .errors import ImagegenError
 from .families.base import check_labels
 from .latent import find_first_stage
+from .rng import ImageGenerators
 
 
 class LoadedModel:
@@ -57,14 +58,18 @@ class LoadedModel:
         return (f"LoadedModel({self.family}, step {self.step}, {self.info.channels}x{self.info.size}x{self.info.size}"
                 f"{latent})")
 
-    def _generator(self, seed: int | None) -> torch.Generator | None:
+    @staticmethod
+    def _seed(seed) -> int | None:
         if seed is None:
             return None
         try:
-            seed = operator.index(seed)  # int, numpy integer, 0-d integer tensor
+            return operator.index(seed)  # int, numpy integer, 0-d integer tensor
         except TypeError:
             raise ImagegenError(f"seed must be an integer or None, got {seed!r}") from None
-        return torch.Generator(device=self.device).manual_seed(seed)
+
+    def _generator(self, seed: int | None) -> torch.Generator | None:
+        seed = self._seed(seed)
+        return None if seed is None else torch.Generator(device=self.device).manual_seed(seed)
 
     def _images(self, x, what: str = "x") -> torch.Tensor:
         """Check a batch of images against the model's data (shape, dtype, finite, in [-1, 1]) and move it
@@ -107,22 +112,29 @@ class LoadedModel:
             offered = ", ".join(registry.capabilities(self.family)) or "sampling only"
             raise ImagegenError(f"the {self.family} family does not support '{fn_name}'; it offers: {offered}")
         check_options(fn, options, f"{self.family}.{fn_name}")
+        if fn_name == "sample":
+            check_choices(self.fam, options, f"{self.family}.sample")
         with torch.no_grad() if fn_name != "complete" else _nullcontext():
             return fn(self.module, *args, **options)
 
     def sample(self, n: int, labels=None, seed: int | None = 0, batch_size: int = 256, progress: bool = False,
-               **options) -> torch.Tensor:
-        """``n`` images (n, C, H, W) in [-1, 1] on the CPU; the same seed gives the same images.
+               first_index: int = 0, **options) -> torch.Tensor:
+        """``n`` images (n, C, H, W) in [-1, 1] on the CPU. Every image has its own random stream, seeded by
+        (seed, its index) as in EDM (imagegen.rng), so the same seed gives the same images at any
+        ``batch_size``, and images ``first_index .. first_index + n - 1`` of a seed are the same whether drawn
+        in one call or in several (an evaluation in chunks). ``seed=None``: torch's global stream instead.
         ``progress``: a progress bar over the batches (when there is more than one)."""
         check_range(n, "[1,inf)", "n")
         check_range(batch_size, "[1,inf)", "batch_size")
+        check_range(first_index, "[0,inf)", "first_index")
         y = check_labels(labels, n, self.info.num_classes, self.device)
-        g = self._generator(seed)
+        seed = self._seed(seed)
         out = []
         bar = tqdm(total=n, desc="sampling", unit="img", disable=not progress or n <= batch_size, leave=False)
         for start in range(0, n, batch_size):
             m = min(batch_size, n - start)
             yb = None if y is None else y[start:start + m]
+            g = None if seed is None else ImageGenerators.for_images(seed, first_index + start, m, self.device)
             out.append(self._decoded(self._call("sample", m, labels=yb, generator=g, **options)).float().cpu())
             bar.update(m)
         bar.close()
@@ -232,6 +244,14 @@ def check_options(fn, options: dict, where: str) -> None:
         valid = [k for k, p in params.items() if p.default is not inspect.Parameter.empty
                  and k not in ("labels", "generator")]
         raise ImagegenError(f"{where} does not take option '{unknown[0]}'; it takes: {', '.join(valid) or 'none'}")
+
+
+def check_choices(fam, options: dict, where: str) -> None:
+    """Reject a value outside the family's ``SAMPLE_CHOICES`` for that option, listing the ones it takes."""
+    for key, value in options.items():
+        choices = getattr(fam, "SAMPLE_CHOICES", {}).get(key)
+        if choices is not None and value not in choices:
+            raise ImagegenError(f"{where} option {key} takes one of {', '.join(map(str, choices))}, got {value!r}")
 
 
 def load(path: str | Path, device: str = "auto", ema: bool = True, family: str | None = None,
