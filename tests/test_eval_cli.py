@@ -236,6 +236,35 @@ def test_generate_uint8_is_reproducible_and_quantised(trained):
     assert a.dtype == torch.uint8 and a.shape == (10, 1, 16, 16) and torch.equal(a, b)
 
 
+def test_generated_images_do_not_depend_on_the_chunk_size_and_resume_at_another(trained, tmp_path):
+    # per-image seeds (imagegen.rng): image i of seed s is the same whatever chunk it is drawn in, so images
+    # kept by a stopped evaluation are resumed from with another --batch-size too
+    from imagegen import load
+    from imagegen.checkpoint import PartialRows
+
+    model = load(trained, device="cpu")
+    y = evaluate.balanced_labels(10, 10)
+    opts = {"mode": "sample"}  # the VAE's random decoder draws too, not only its latents
+    whole = evaluate.generate_uint8(model, 10, y, 3, 10, opts, progress=False)
+    assert torch.equal(evaluate.generate_uint8(model, 10, y, 3, 4, opts, progress=False), whole)
+
+    class StopsInChunkThree:
+        def __init__(self):
+            self.calls = 0
+
+        def sample(self, *args, **kwargs):
+            self.calls += 1
+            if self.calls == 3:
+                raise KeyboardInterrupt
+            return model.sample(*args, **kwargs)
+
+    keep = PartialRows(tmp_path / "p", "tag", every_s=0.0)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate.generate_uint8(StopsInChunkThree(), 10, y, 3, 4, opts, progress=False, resume=keep)
+    resumed = evaluate.generate_uint8(model, 10, y, 3, 3, opts, progress=False, resume=keep)
+    assert keep.resumed_rows == 8 and torch.equal(resumed, whole)
+
+
 def test_a_stopped_evaluation_resumes_its_samples_and_features(trained, monkeypatch, capfd):
     from imagegen.data import cache_dir
 

@@ -71,8 +71,8 @@ def evaluate_model(model, path, opts: EvalOptions, sample_options: dict, out=Non
         gen = generate_uint8(model, opts.n, labels, opts.seed, opts.batch_size, sample_options, opts.progress,
                              resume=partial)
         gen_seconds = time.time() - t0
-        run_proto.update(seed=opts.seed, seed_scheme=f"chunk k of {opts.batch_size} images uses seed "
-                                                     f"seed*1000003+k", labels="balanced (i mod K)" if cond
+        run_proto.update(seed=opts.seed, seed_scheme="image i uses imagegen.rng.image_seed(seed, i), at any "
+                                                     "batch size", labels="balanced (i mod K)" if cond
                          else None, generation_seconds=round(gen_seconds, 3))
         if partial is not None and partial.resumed_rows:  # generation_seconds then timed only the rest
             run_proto["generation_resumed_rows"] = partial.resumed_rows
