@@ -13,9 +13,11 @@ Layers, lowest first. A module imports only from its own layer or lower ones (at
 a function alike); tests/test_layers.py checks it, tools/import_graph.py draws it, docs/architecture.md
 explains it:
 
-0. core: errors, interrupt, device, provenance, distributions
+0. core: errors, interrupt, device, provenance, distributions, cache (where rebuildable files live), rng
+   (per-image random streams)
 1. config: config, augment, registry (the registry imports families by name, at run time)
-2. blocks: nn, samplers, families.base, restoration (operators shared by the families)
+2. blocks: nn, samplers, families.base (the Batch a train_step is given, helpers), restoration (operators
+   shared by the families)
 3. data: data, checkpoint, memory
 4. metrics: metrics.* (standalone metrics: Inception/FID/KID, PR/DC, the dataset classifier, CAS)
 5. families: families.* (one module per family, the contract)
@@ -31,7 +33,7 @@ from __future__ import annotations
 # the order above as data (read with ast by tests/test_layers.py and tools/import_graph.py; keep them equal)
 LAYERS = (
     ("core", ("imagegen.errors", "imagegen.interrupt", "imagegen.device", "imagegen.provenance",
-              "imagegen.distributions")),
+              "imagegen.distributions", "imagegen.cache", "imagegen.rng")),
     ("config", ("imagegen.config", "imagegen.augment", "imagegen.registry")),
     ("blocks", ("imagegen.nn", "imagegen.samplers", "imagegen.families.base", "imagegen.restoration")),
     ("data", ("imagegen.data", "imagegen.checkpoint", "imagegen.memory")),

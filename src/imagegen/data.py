@@ -32,6 +32,7 @@ from .cache import cache_dir  # noqa: F401  (re-exported: imagegen.data.cache_di
 from .checkpoint import atomic_save_tensors
 from .config import MAX_IMAGE_SIZE, DataConfig, check_range
 from .errors import ImagegenError
+from .families.base import Batch  # defined below memory, which builds one (imagegen.data.Batch stays its name)
 from .memory import check_data
 
 DATASETS = ("digits", "mnist", "fashion-mnist", "binarized-mnist", "cifar10", "folder:PATH")
@@ -66,12 +67,6 @@ class DataInfo:
         return cls(channels=int(d["channels"]), size=int(d["size"]), num_classes=int(d.get("num_classes", 0)),
                    bits=int(d.get("bits", 8)), name=d.get("name", ""),
                    class_names=tuple(d.get("class_names", ())), channels_from=d.get("channels_from", ""))
-
-
-@dataclass
-class Batch:
-    x: torch.Tensor  # (B, C, H, W) float in [-1, 1]
-    y: torch.Tensor | None  # (B,) long, or None for unlabelled data
 
 
 @dataclass

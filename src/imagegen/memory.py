@@ -43,7 +43,7 @@ from torch.utils._pytree import tree_leaves
 
 from .config import replace
 from .errors import ImagegenError
-from .families.base import default_optimizers
+from .families.base import Batch, default_optimizers
 
 GiB = 1024**3
 
@@ -179,8 +179,6 @@ def _step_peak(fam, cfg, info, model: torch.nn.Module, batch_size: int) -> int:
     gradients), the weights themselves not counted. The optimisers' ``step`` is skipped: on meta each of its
     per-tensor ops runs a Python decomposition (half the time of the whole step), and what it allocates is
     known without running it (see ``estimate_training``)."""
-    from .data import Batch  # imagegen.data imports this module (check_data): read it when called
-
     model.train()
     opts = (fam.configure_optimizers(model, cfg.model, cfg.train) if hasattr(fam, "configure_optimizers")
             else default_optimizers(model, cfg.model, cfg.train))

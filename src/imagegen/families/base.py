@@ -1,13 +1,23 @@
-"""Helpers shared by the family modules (not part of the contract itself)."""
+"""Helpers shared by the family modules (not part of the contract itself), and :class:`Batch`, what a
+family's ``train_step`` is given (``imagegen.data`` makes it and re-exports it; it lives here, below both
+``data`` and ``memory``, so that memory's step estimate can build one without importing ``data``, which
+imports memory)."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from ..errors import ImagegenError
+
+
+@dataclass
+class Batch:
+    x: torch.Tensor  # (B, C, H, W) float in [-1, 1]
+    y: torch.Tensor | None  # (B,) long, or None for unlabelled data
 
 
 def default_optimizers(model: nn.Module, model_cfg, train_cfg) -> dict[str, torch.optim.Optimizer]:
