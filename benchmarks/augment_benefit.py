@@ -54,7 +54,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     import imagegen
-    from imagegen.evaluate import commit_label, evaluate_run
+    from imagegen.evaluation import evaluate_run
+    from imagegen.provenance import commit_label
 
     commit = commit_label()
     common = [f"data.limit={args.limit}", f"train.eval_every={args.eval_every}", "train.eval_metrics=cfd",

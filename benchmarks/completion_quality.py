@@ -33,7 +33,7 @@ import time
 import torch
 
 from _bench import run_main  # benchmarks/_bench.py, beside this script
-from imagegen.evaluate import commit_label
+from imagegen.provenance import commit_label
 
 
 def main() -> None:

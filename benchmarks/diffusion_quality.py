@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from _bench import run_main  # benchmarks/_bench.py, beside this script
-from imagegen.evaluate import commit_label, hardware_label
+from imagegen.provenance import commit_label, hardware_label
 
 
 def _print_table(rows: list[dict]) -> None:
@@ -68,7 +68,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     import imagegen
-    from imagegen.evaluate import EvalOptions, evaluate_run
+    from imagegen.evaluation import EvalOptions, evaluate_run
 
     out = Path(args.out)
     overrides = [*args.set, f"train.device={args.device}", f"train.seed={args.seed}"]

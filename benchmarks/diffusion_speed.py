@@ -26,8 +26,8 @@ import torch
 from _bench import run_main  # benchmarks/_bench.py, beside this script
 from imagegen import config
 from imagegen.data import DataInfo
-from imagegen.evaluate import commit_label, hardware_label
 from imagegen.families import diffusion as D
+from imagegen.provenance import commit_label, hardware_label
 
 
 def _sync(device: torch.device) -> None:

@@ -35,7 +35,7 @@ import torch
 
 from _bench import run_main  # benchmarks/_bench.py, beside this script
 from diffusion_quality import _print_table, steps_for
-from imagegen.evaluate import commit_label, hardware_label
+from imagegen.provenance import commit_label, hardware_label
 
 # formulation -> (preset, extra overrides): the same network (ddpm-mnist's) in every case
 RECIPES = {"eps": ("ddpm-mnist", []), "v": ("ddpm-mnist", ["model.formulation=v"]),
@@ -71,7 +71,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     import imagegen
-    from imagegen.evaluate import EvalOptions, evaluate_run
+    from imagegen.evaluation import EvalOptions, evaluate_run
 
     root = Path(args.out)
     commit = commit_label()  # before training: the code that ran, not what HEAD became meanwhile

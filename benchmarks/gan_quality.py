@@ -42,7 +42,7 @@ from pathlib import Path
 import torch
 
 from _bench import run_main  # benchmarks/_bench.py, beside this script
-from imagegen.evaluate import commit_label, hardware_label
+from imagegen.provenance import commit_label, hardware_label
 
 RECIPES: dict[str, tuple[str, list[str]]] = {
     "dcgan": ("gan-mnist", []),
@@ -126,7 +126,7 @@ def quality(args) -> list[dict]:
     """Train every recipe on every dataset for ``--budget``, then FID against the test split."""
     from imagegen import checkpoint
     from imagegen.api import train as train_run
-    from imagegen.evaluate import EvalOptions, evaluate_run
+    from imagegen.evaluation import EvalOptions, evaluate_run
 
     rows = []
     for data in args.datasets.split(","):

@@ -19,8 +19,8 @@ import torch
 
 from _bench import run_main  # benchmarks/_bench.py, beside this script
 from imagegen.errors import ImagegenError
-from imagegen.evaluate import hardware_label
 from imagegen.metrics.fid import InceptionFeatures
+from imagegen.provenance import hardware_label
 
 
 def main() -> None:

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from _bench import run_main, save_row  # benchmarks/_bench.py, beside this script
-from imagegen.evaluate import commit_label, hardware_label
+from imagegen.provenance import commit_label, hardware_label
 
 # name -> (family, preset, extra --set overrides, latent?, sampling options for scoring and timing)
 RECIPES: dict[str, tuple[str, str | None, list[str], bool, dict]] = {

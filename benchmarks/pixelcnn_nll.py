@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from _bench import run_main, save_row  # benchmarks/_bench.py, beside this script
-from imagegen.evaluate import commit_label, hardware_label
+from imagegen.provenance import commit_label, hardware_label
 
 
 def main() -> None:

@@ -27,8 +27,9 @@ import time
 import torch
 
 from _bench import run_main  # benchmarks/_bench.py, beside this script
-from imagegen.api import pick_device
-from imagegen.evaluate import EvalOptions, feature_net, load_reference, reference_features
+from imagegen.device import pick_device
+from imagegen.evaluation import EvalOptions
+from imagegen.evaluation.reference import feature_net, load_reference, reference_features
 from imagegen.metrics.fid import feature_stats, frechet_distance, kid
 from imagegen.metrics.prdc import precision_recall
 

@@ -137,8 +137,8 @@ def main() -> None:
     from imagegen.config import DataConfig
     from imagegen.data import load_dataset, to_float
     from imagegen.errors import ImagegenError
-    from imagegen.evaluate import commit_label
     from imagegen.metrics.classifier import CLASSIFIER_DATASETS, load_classifier
+    from imagegen.provenance import commit_label
     from sampling_speed import _parse_options  # the RUN:key=value,... syntax (benchmarks/ is on the path)
 
     if not args.runs and not args.data:

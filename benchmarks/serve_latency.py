@@ -53,7 +53,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     import httpx
 
-    from imagegen.evaluate import commit_label
+    from imagegen.provenance import commit_label
     from imagegen.server import Limits, create_app, load_runs
     from imagegen.server.background import BackgroundServer
 

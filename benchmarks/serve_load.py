@@ -146,7 +146,7 @@ def run_load(base: str, pid: int | None, runs: int, requests: int, clients: int,
 
 
 def main() -> None:
-    from imagegen.evaluate import commit_label
+    from imagegen.provenance import commit_label
     from imagegen.server.background import free_port
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -16,12 +16,12 @@ def build(cfg, info):
     return torch.nn.Linear(info.channels * info.size * info.size, cfg.width)
 
 
-def train_step(model, batch, opts, step, accel):
+def train_step(model, batch, opts, step, accel, grad_clip=0.0):
     loss = model(batch.x.flatten(1)).pow(2).mean()
     if step >= 4:
         loss = loss * float("nan")
     accel.backward(loss)
-    optimizer_step(accel, opts["main"], model.parameters())
+    optimizer_step(accel, opts["main"], model.parameters(), grad_clip)
     return {"loss": loss.detach()}
 
 

@@ -173,3 +173,29 @@ def test_denoise_unsupported_is_clear(trained, tmp_path, capsys):
     Image.new("L", (16, 16)).save(img)
     code, _, err = run_cli(["denoise", trained, "--image", img, "--out", tmp_path / "d.png"], capsys)
     assert code == 2 and "does not support 'denoise'" in err
+
+
+def test_sampling_options_come_from_the_family_and_others_are_named(trained, tmp_path, capsys):
+    # every option of a family's sample is a flag (the VAE's mode was unreachable when six were hard-coded)
+    code, _, err = run_cli(["sample", trained, "--n", "4", "--labels", "1", "--mode", "sample", "--out",
+                            tmp_path / "s.npz"], capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["sample", trained, "--n", "4", "--labels", "1", "--out", tmp_path / "m.npz"], capsys)
+    drawn, mean = np.load(tmp_path / "s.npz")["x"], np.load(tmp_path / "m.npz")["x"]
+    assert code == 0 and drawn.shape == mean.shape == (4, 16, 16) and not np.array_equal(drawn, mean)
+    # an option of another family: one line naming what this one takes
+    code, _, err = run_cli(["sample", trained, "--n", "2", "--labels", "1", "--steps", "5", "--out",
+                            tmp_path / "g.png"], capsys)
+    assert code == 2 and err.strip().count("\n") == 0
+    assert "does not take option 'steps'" in err and "temperature, mode" in err
+    code, _, err = run_cli(["sample", trained, "--n", "2", "--labels", "1", "--mode", "median", "--out",
+                            tmp_path / "g.png"], capsys)
+    assert code == 2 and "mode takes one of mean, sample" in err
+
+
+def test_the_same_seed_gives_the_same_images_at_any_batch_size(trained, tmp_path, capsys):
+    for bs in (5, 2):
+        code, _, err = run_cli(["sample", trained, "--n", "5", "--labels", "3", "--mode", "sample", "--seed", "9",
+                                "--batch-size", str(bs), "--out", tmp_path / f"b{bs}.npz"], capsys)
+        assert code == 0, err
+    assert np.array_equal(np.load(tmp_path / "b5.npz")["x"], np.load(tmp_path / "b2.npz")["x"])

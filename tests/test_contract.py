@@ -1,11 +1,14 @@
 """The family contract, checked for every registered family with its tiny TEST_CONFIG."""
 
+import inspect
+
 import pytest
 import torch
 
 from imagegen import api, checkpoint, config, registry
 from imagegen.data import Batch, DataInfo
 from imagegen.families.base import default_optimizers
+from imagegen.rng import ImageGenerators
 
 FAMILIES = list(registry.FAMILIES)
 GENERATIVE = [n for n in FAMILIES if registry.generative(n)]  # all but the autoencoder (a first stage)
@@ -32,7 +35,7 @@ def _batch(info=INFO, n=8):
 
 
 def _sample(fam, model, n, seed, **kw):
-    g = torch.Generator().manual_seed(seed)
+    g = ImageGenerators.for_images(seed, 0, n)  # image i seeded by (seed, i), as LoadedModel.sample does
     with torch.no_grad():
         return fam.sample(model, n, generator=g, **{**getattr(fam, "PREVIEW_OPTIONS", {}), **kw})
 
@@ -83,6 +86,31 @@ def test_checkpoint_round_trip_gives_identical_samples(name, accel, tmp_path):
     assert torch.allclose(expected, got, atol=1e-6)
 
 
+def _choice_variants(fam) -> list[dict]:
+    """The preview options, then each value of each of ``SAMPLE_CHOICES`` in turn (the others at preview)."""
+    base = dict(getattr(fam, "PREVIEW_OPTIONS", {}))
+    return [base] + [{**base, key: v} for key, values in getattr(fam, "SAMPLE_CHOICES", {}).items()
+                     for v in values if v != base.get(key)]
+
+
+@pytest.mark.parametrize("name", GENERATIVE)
+def test_same_seed_gives_the_same_images_at_any_batch_size(name):
+    # per-image seeds (EDM's StackedRandomGenerator): image i depends on (seed, i) only, never on its batch
+    fam, cfg, model, _ = _setup(name)
+    model.eval()
+    loaded = api.LoadedModel(name, cfg, INFO, model, {}, None, torch.device("cpu"))
+    variants = _choice_variants(fam)
+    for options in variants:  # every sampler draws its noise through imagegen.rng
+        whole = loaded.sample(4, seed=5, batch_size=4, **options)
+        for batch_size in (1, 3) if options is variants[0] else (3,):
+            assert torch.allclose(loaded.sample(4, seed=5, batch_size=batch_size, **options), whole, atol=1e-5), \
+                f"{name} {options}: batch size {batch_size} changed the images"
+    whole = loaded.sample(4, seed=5, **variants[0])
+    # images 2..3 of seed 5 are the same when an evaluation draws them in a later call
+    assert torch.allclose(loaded.sample(2, seed=5, first_index=2, **variants[0]), whole[2:], atol=1e-5)
+    assert not torch.allclose(loaded.sample(4, seed=6, **variants[0]), whole)
+
+
 @pytest.mark.parametrize("name", [n for n in FAMILIES if "nll" in registry.capabilities(n)])
 def test_nll_is_positive_and_finite(name):
     fam, cfg, model, _ = _setup(name)
@@ -100,7 +128,7 @@ def test_complete_keeps_known_pixels(name):
     mask = torch.zeros(2, 1, 16, 16)
     mask[:, :, :8] = 1
     opts = {k: v for k, v in getattr(fam, "PREVIEW_OPTIONS", {}).items()
-            if k in api.inspect.signature(fam.complete).parameters}
+            if k in inspect.signature(fam.complete).parameters}
     out = fam.complete(model, x, mask, generator=torch.Generator().manual_seed(0), **opts)
     assert out.shape == x.shape and torch.isfinite(out).all()
     assert torch.equal(out[:, :, :8], x[:, :, :8])
@@ -144,7 +172,7 @@ def test_interpolation_labels_are_checked(name):
     model.eval()
     loaded = api.LoadedModel(name, cfg, INFO, model, {}, None, torch.device("cpu"))
     x = _batch(n=2).x
-    opts = {"steps": 2} if "steps" in api.inspect.signature(fam.interpolate).parameters else {}
+    opts = {"steps": 2} if "steps" in inspect.signature(fam.interpolate).parameters else {}
     strip = loaded.interpolate(x[:1], x[1:], 3, labels=4, **opts)
     assert strip.shape == (3, 1, 16, 16) and torch.isfinite(strip).all()
     with pytest.raises(ImagegenError, match="takes one label (for the whole strip|or two)"):
@@ -180,8 +208,8 @@ def test_latent_variant_round_trips_and_completes(name, tmp_path):
         mask = torch.zeros(1, 1, 16, 16)
         mask[:, :, :8] = 1
         opts = {k: v for k, v in getattr(fam, "PREVIEW_OPTIONS", {}).items()
-                if k in api.inspect.signature(fam.complete).parameters}
-        if "steps" in api.inspect.signature(fam.complete).parameters:
+                if k in inspect.signature(fam.complete).parameters}
+        if "steps" in inspect.signature(fam.complete).parameters:
             opts["steps"] = 3
         out = loaded.complete(x, mask, seed=0, **opts)
         assert out.shape == x.shape and torch.equal(out[:, :, :8], x[:, :, :8])

@@ -11,10 +11,11 @@ import torch
 from PIL import Image
 
 from helpers import run_cli
-from imagegen import evaluate
+from imagegen import evaluation as evaluate
 from imagegen.cli import main
 from imagegen.config import DataConfig
 from imagegen.data import load_dataset, load_image_array, save_image_array
+from imagegen.evaluation import reference  # feature_net: where the scorers look it up
 from imagegen.metrics.fid import FeatureNet
 
 
@@ -45,7 +46,7 @@ def tiny_features(monkeypatch):
         net.name = f"tiny-{kind}"
         return net
 
-    monkeypatch.setattr(evaluate, "feature_net", fake)
+    monkeypatch.setattr(reference, "feature_net", fake)
     return built
 
 
@@ -235,6 +236,35 @@ def test_generate_uint8_is_reproducible_and_quantised(trained):
     assert a.dtype == torch.uint8 and a.shape == (10, 1, 16, 16) and torch.equal(a, b)
 
 
+def test_generated_images_do_not_depend_on_the_chunk_size_and_resume_at_another(trained, tmp_path):
+    # per-image seeds (imagegen.rng): image i of seed s is the same whatever chunk it is drawn in, so images
+    # kept by a stopped evaluation are resumed from with another --batch-size too
+    from imagegen import load
+    from imagegen.checkpoint import PartialRows
+
+    model = load(trained, device="cpu")
+    y = evaluate.balanced_labels(10, 10)
+    opts = {"mode": "sample"}  # the VAE's random decoder draws too, not only its latents
+    whole = evaluate.generate_uint8(model, 10, y, 3, 10, opts, progress=False)
+    assert torch.equal(evaluate.generate_uint8(model, 10, y, 3, 4, opts, progress=False), whole)
+
+    class StopsInChunkThree:
+        def __init__(self):
+            self.calls = 0
+
+        def sample(self, *args, **kwargs):
+            self.calls += 1
+            if self.calls == 3:
+                raise KeyboardInterrupt
+            return model.sample(*args, **kwargs)
+
+    keep = PartialRows(tmp_path / "p", "tag", every_s=0.0)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate.generate_uint8(StopsInChunkThree(), 10, y, 3, 4, opts, progress=False, resume=keep)
+    resumed = evaluate.generate_uint8(model, 10, y, 3, 3, opts, progress=False, resume=keep)
+    assert keep.resumed_rows == 8 and torch.equal(resumed, whole)
+
+
 def test_a_stopped_evaluation_resumes_its_samples_and_features(trained, monkeypatch, capfd):
     from imagegen.data import cache_dir
 
@@ -250,7 +280,7 @@ def test_a_stopped_evaluation_resumes_its_samples_and_features(trained, monkeypa
             return super()._forward(u8)
 
     stop_at = [5]
-    monkeypatch.setattr(evaluate, "feature_net", lambda kind, dataset, opts, device: Stopping())
+    monkeypatch.setattr(reference, "feature_net", lambda kind, dataset, opts, device: Stopping())
     opts = dict(metrics="fid,kid", n=40, batch_size=16, device="cpu", progress=False, kid_subsets=4)
     with pytest.raises(KeyboardInterrupt):
         evaluate.evaluate_run(trained, evaluate.EvalOptions(**opts))
@@ -321,9 +351,44 @@ def test_compare_routes_a_shared_sampling_option_by_the_families_choices():
     """--sampler dpmpp-2m goes to diffusion and not to PixelCNN, whose sample() also has a 'sampler' (naive,
     cached): a compare of the two used to fail on PixelCNN with 'must be one of naive, cached'."""
     from imagegen import registry
-    from imagegen.evaluate import _takes
+    from imagegen.evaluation import takes as _takes
 
     diffusion, pixelcnn, gan = (registry.get_family(n) for n in ("diffusion", "pixelcnn", "gan"))
     assert _takes(diffusion, "sampler", "dpmpp-2m") and not _takes(pixelcnn, "sampler", "dpmpp-2m")
     assert _takes(pixelcnn, "sampler", "cached") and not _takes(diffusion, "sampler", "cached")
     assert _takes(diffusion, "steps", 20) and not _takes(gan, "steps", 20) and _takes(gan, "truncation", 0.5)
+
+
+def test_eval_nll_and_eval_metrics_nll_give_the_same_number(trained, tmp_path, capsys):
+    """One NLL path (imagegen.likelihood.split_nll): the same first 12 test images, the same seed for the IWAE
+    bound's importance samples, so 'eval-nll' and 'eval --metrics nll' agree to the last digit; and eval-nll's
+    JSON also carries eval's summary keys, which 'imagegen info' reads."""
+    code, _, err = run_cli(["eval-nll", trained, "--n", 12, "--device", "cpu", "--out", tmp_path / "a.json"], capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["eval", trained, "--metrics", "nll", "--n", 12, "--device", "cpu",
+                            "--out", tmp_path / "b.json"], capsys)
+    assert code == 0, err
+    a, b = (json.loads((tmp_path / n).read_text()) for n in ("a.json", "b.json"))
+    assert a["nats"] == b["summary"]["nll_nats"] and a["bits_per_dim"] == b["summary"]["bits_per_dim"]
+    assert a["summary"] == {k: b["summary"][k] for k in a["summary"]}
+    proto = b["metrics"]["nll_nats"]["protocol"]
+    assert proto["n_ref"] == a["n"] == 12 and proto["ref_subset"] == a["protocol"]["ref_subset"]
+    assert proto["ref_subset"].startswith("first 12 of ")
+
+
+def test_eval_compare_and_eval_folder_take_one_option_set():
+    """The scoring options are written once (cli_eval.SCORING_OPTIONS) and every scoring command has them all;
+    the two that sample a run also have every sampling option."""
+    import typer.main
+
+    from imagegen import cli_eval
+    from imagegen.cli import app
+
+    commands = typer.main.get_command(app).commands
+    params = {name: {p.name for p in commands[name].params} for name in ("eval", "compare", "eval-folder")}
+    scoring = {name for name, _, _ in cli_eval.SCORING_OPTIONS}
+    sampling = {name for name, _, _ in cli_eval.SAMPLING_OPTIONS}
+    assert all(scoring <= p for p in params.values())
+    assert sampling <= params["eval"] and sampling <= params["compare"] and not sampling & params["eval-folder"]
+    folder_n = next(p for p in commands["eval-folder"].params if p.name == "n")
+    assert folder_n.default == 0  # eval-folder's --n means "the first N images, 0: all"

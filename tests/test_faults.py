@@ -20,8 +20,10 @@ import pytest
 import torch
 
 from helpers import run_cli, subprocess_env, tiny_feature_net
-from imagegen import api, checkpoint, evaluate, registry
+from imagegen import api, checkpoint, registry
+from imagegen import evaluation as evaluate
 from imagegen.errors import ImagegenError
+from imagegen.evaluation import reference  # feature_net: where the scorers look it up
 
 FAMILIES = list(registry.FAMILIES)
 STEPS = 8
@@ -197,7 +199,7 @@ def test_a_full_disk_elsewhere_is_a_one_line_error(tmp_path, monkeypatch, capsys
     assert code == 2 and "config.json: disk full" in err and "Traceback" not in err
     monkeypatch.undo()
 
-    def full_log(cfg, out, fresh=False):  # what a full disk does to a plain write (a log line, an event file)
+    def full_log(cfg, out, fresh=False, **kw):  # what a full disk does to a plain write (a log line, an event file)
         raise OSError(errno.ENOSPC, "No space left on device", str(Path(out) / "metrics.jsonl"))
 
     monkeypatch.setattr("imagegen.trainer.train", full_log)
@@ -245,8 +247,8 @@ def test_hostile_checkpoints_are_one_line_errors_and_run_nothing(tmp_path, capsy
 _EVAL_CHILD = """
 import sys
 from helpers import tiny_feature_net
-from imagegen import evaluate
-evaluate.feature_net = lambda kind, dataset, opts, device: tiny_feature_net(delay_s=0.04)
+from imagegen.evaluation import reference
+reference.feature_net = lambda kind, dataset, opts, device: tiny_feature_net(delay_s=0.04)
 from imagegen.cli import main
 main(sys.argv[1:])
 """
@@ -282,7 +284,7 @@ def test_sigkill_during_eval_and_ref_stats_then_the_same_command_gives_the_unint
     seed = random.randrange(1 << 30)
     rng = random.Random(seed)
     run = _train_here("vae", tmp_path / "run", steps=2)
-    monkeypatch.setattr(evaluate, "feature_net", lambda kind, dataset, opts, device: tiny_feature_net())
+    monkeypatch.setattr(reference, "feature_net", lambda kind, dataset, opts, device: tiny_feature_net())
     monkeypatch.setenv("IMAGEGEN_PARTIAL_EVERY_S", "0")
     eval_args = ["--metrics", "fid,kid", "--n", "48", "--batch-size", "8", "--kid-subsets", "4", "--device", "cpu"]
     ref_args = ["ref-stats", "--data", "digits", "--split", "test", "--n", "96", "--image-size", "8",

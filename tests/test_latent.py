@@ -1,5 +1,6 @@
 """Latent models: the first-stage autoencoder, its codes, and every generative family trained on them."""
 
+import inspect
 import shutil
 
 import pytest
@@ -90,7 +91,7 @@ def test_every_family_trains_on_codes_samples_completes_and_round_trips(name, ae
         x = _digits(2)
         mask = torch.zeros(1, 1, 16, 16)
         mask[..., :8, :] = 1
-        copts = {k: v for k, v in opts.items() if k in api.inspect.signature(fam.complete).parameters}
+        copts = {k: v for k, v in opts.items() if k in inspect.signature(fam.complete).parameters}
         if name == "gan":
             copts["steps"] = 5
         out = model.complete(x, mask, seed=0, **copts)

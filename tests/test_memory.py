@@ -111,11 +111,10 @@ def test_the_estimate_is_close_to_the_cuda_allocators_peak(family):
     ema = fam.build(cfg.model, info).cuda()  # the EMA copy the trainer keeps
     opts = (fam.configure_optimizers(model, cfg.model, cfg.train) if hasattr(fam, "configure_optimizers")
             else default_optimizers(model, cfg.model, cfg.train))
-    accel.imagegen_grad_clip = cfg.train.grad_clip
     x = torch.rand(64, 3, 32, 32, device="cuda") * 2 - 1
     y = torch.randint(0, 10, (64,), device="cuda")
-    fam.train_step(model, Batch(x, y), opts, 1, accel)
-    fam.train_step(model, Batch(x, y), opts, 2, accel)  # the optimiser state exists from the first
+    fam.train_step(model, Batch(x, y), opts, 1, accel, grad_clip=cfg.train.grad_clip)
+    fam.train_step(model, Batch(x, y), opts, 2, accel, grad_clip=cfg.train.grad_clip)  # optimiser state from the 1st
     peak = torch.cuda.max_memory_allocated() - base
     need = est["params"] + est["step"]
     del model, ema, opts

@@ -1,6 +1,7 @@
 """Restoration: the operators (forward map, pseudo-inverse), every family's restore, the API, the CLI."""
 
 import dataclasses
+import inspect
 import re
 
 import numpy as np
@@ -166,7 +167,7 @@ def test_complete_is_restore_with_a_mask(name):
     fam = registry.get_family(name)
     loaded = _loaded(name, GREY)
     x, mask = _images(GREY), _top_half(GREY)
-    opts = {k: v for k, v in FAST[name].items() if k in api.inspect.signature(fam.complete).parameters}
+    opts = {k: v for k, v in FAST[name].items() if k in inspect.signature(fam.complete).parameters}
     via_complete = loaded.complete(x, mask, seed=4, **opts)
     via_restore = loaded.restore(x * mask, "inpaint", mask=mask, seed=4, **opts)
     assert torch.equal(via_complete, via_restore)

@@ -42,8 +42,8 @@ def test_ctrl_c_saves_the_step_in_progress_and_the_same_command_resumes(signame,
     fam = registry.get_family("vae")
     real_step = fam.train_step
 
-    def step_then_signal(model, batch, opts, step, accel):
-        logs = real_step(model, batch, opts, step, accel)
+    def step_then_signal(model, batch, opts, step, accel, **kw):
+        logs = real_step(model, batch, opts, step, accel, **kw)
         if step == 4:  # during step 5 (counted from 1): a user's Ctrl-C, or a scheduler's SIGTERM
             os.kill(os.getpid(), sig)
         return logs

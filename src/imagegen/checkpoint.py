@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -24,10 +25,12 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
+from tqdm.auto import tqdm
 
+from .cache import cache_dir
 from .errors import ImagegenError
 from .interrupt import StopRequest
 
@@ -358,8 +361,6 @@ class PartialRows:
         """The rows kept by an earlier call, or None when there are none usable: shards from row 0 on without
         gaps, all with this tag, at most ``n_total`` rows, a multiple of ``multiple_of`` (whole chunks) unless
         they are all ``n_total``. Anything else (a torn shard, another tag) is ignored and later overwritten."""
-        from safetensors import safe_open
-
         rows: list[torch.Tensor] = []
         k = 0
         for start, p in self._shards():
@@ -389,8 +390,6 @@ class PartialRows:
         atomic_save_tensors({"rows": rows}, self.path / f"rows-{start:09d}.safetensors", metadata={"tag": self.tag})
 
     def discard(self) -> None:
-        import shutil
-
         shutil.rmtree(self.path, ignore_errors=True)
 
 
@@ -401,10 +400,6 @@ def partial_rows(tag: str, what: str = "rows") -> PartialRows:
     """A PartialRows in the cache folder, its file named by the tag's hash. Files there that no run has
     touched for PARTIAL_MAX_AGE_DAYS are deleted on the way: they belong to evaluations stopped and never
     re-run (a stopped CIFAR-10 FID-50k leaves ~150 MB of images)."""
-    import shutil
-
-    from .data import cache_dir
-
     folder = cache_dir() / "partial"
     cutoff = time.time() - PARTIAL_MAX_AGE_DAYS * 86400
     for old in folder.glob("*"):
@@ -425,8 +420,6 @@ def compute_rows(n_total: int, chunk: int, make: Callable[[int], torch.Tensor], 
     out of GPU memory) and at the end (the caller discards them when it no longer needs them). ``make`` must
     give the same rows for the same start (say, a seed per chunk); ``any_start``: rows do not depend on the
     chunking (features of given images), so rows kept with another chunk size are resumed from too."""
-    from tqdm.auto import tqdm
-
     kept = resume.load(n_total, 1 if any_start else chunk) if resume is not None else None
     out = [] if kept is None else [kept]
     done = saved = 0 if kept is None else kept.shape[0]  # rows made / rows on disk

@@ -6,16 +6,36 @@ A user mistake (``ImagegenError``) is printed as one line, ``error: ...``, with 
 from __future__ import annotations
 
 import errno
+import functools
+import inspect
 import json
 import os
 import sys
+import typing
 import warnings
 from pathlib import Path
 
+import click
+import torch
 import typer
 
-from . import config, registry
+from . import api, checkpoint, config, registry
+from .data import (
+    ARRAY_EXTENSIONS,
+    DATASETS,
+    IMAGE_EXTENSIONS,
+    load_image,
+    load_mask,
+    make_mask,
+    save_image_array,
+    to_uint8,
+)
 from .errors import ImagegenError
+from .evaluation import balanced_labels
+from .evaluation.runs import is_nll_result, saved_results
+from .families.base import check_labels
+from .likelihood import evaluate_nll
+from .trainer import save_grid
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Train, sample, evaluate and compare GANs, VAEs, autoregressive and diffusion models.")
@@ -31,8 +51,6 @@ def _echo(msg: str) -> None:
 @app.command("list")
 def list_cmd() -> None:
     """List families (with what each can do), datasets and presets."""
-    from .data import DATASETS
-
     _echo("families:")
     for name in registry.FAMILIES:
         caps = (["sample"] if registry.generative(name) else []) + [
@@ -52,8 +70,6 @@ def list_cmd() -> None:
 @app.command("info")
 def info_cmd(run: Path = typer.Argument(..., help="run directory or checkpoint file")) -> None:
     """Family, step, images seen, the latest logged metrics, the results saved in the run, and its config."""
-    from . import checkpoint
-
     ckpt = checkpoint.resolve(run)
     m = checkpoint.read_meta(ckpt)
     _echo(f"run:         {run}")
@@ -94,22 +110,16 @@ def _saved_results(run_dir: Path) -> list[str]:
     """One line per result file in a run directory: an evaluation's summary (eval, compare's per-run JSON,
     the benchmarks) or a likelihood (eval-nll), with the N and checkpoint step it was measured at."""
     lines = []
-    for p in sorted(run_dir.glob("*.json")):
-        try:
-            d = json.loads(p.read_text())
-        except (OSError, ValueError):
-            continue
-        if not isinstance(d, dict):
-            continue
-        if isinstance(d.get("summary"), dict) and d["summary"]:
+    for p, d in saved_results(run_dir):
+        if is_nll_result(d):  # eval-nll's (it also has a summary: the nats line says more)
+            nums = [f"nll {d['nats']:.4g} nats ({d['bits_per_dim']:.4g} bits/dim, {d.get('bound', 'exact')})"]
+            where = [f"{k} {d[k]}" for k in ("split", "n", "step") if k in d]
+        elif isinstance(d.get("summary"), dict) and d["summary"]:
             proto = next(iter(d.get("metrics", {}).values()), {}).get("protocol", d.get("protocol", {}))
             nums = [f"{k} {v:.4g}" for k, v in d["summary"].items()
                     if isinstance(v, (int, float)) and not k.endswith("_std")]
             where = [f"{k} {proto[k]}" for k in ("n_gen", "sampler", "steps", "guidance", "checkpoint_step")
                      if k in proto]
-        elif "bits_per_dim" in d and "nats" in d:
-            nums = [f"nll {d['nats']:.4g} nats ({d['bits_per_dim']:.4g} bits/dim, {d.get('bound', 'exact')})"]
-            where = [f"{k} {d[k]}" for k in ("split", "n", "step") if k in d]
         else:
             continue
         lines.append(f"{p.name}: {', '.join(nums)}" + (f" [{', '.join(where)}]" if where else ""))
@@ -141,41 +151,105 @@ def train_cmd(
     dry_run: bool = typer.Option(False, help="print the resolved config and exit"),
 ) -> None:
     """Train a model. Re-running the same --out resumes it."""
-    ov = config.parse_overrides(set_)
-    ov.setdefault("data", {})
-    ov.setdefault("train", {})
-    for key, val in (("name", data), ("root", data_root), ("image_size", image_size), ("channels", channels),
-                     ("latent", latent)):
-        if val is not None:
-            ov["data"][key] = val
-    for key, val in (("steps", steps), ("kimg", kimg), ("seed", seed)):
-        if val is not None:
-            ov["train"][key] = val
-    if budget is not None:
-        ov["train"]["budget_minutes"] = config.parse_budget(budget)
-    if deterministic:
-        ov["train"]["deterministic"] = True
-    cfg = config.resolve(family, preset, ov)
+    setup = dict(preset=preset, data=data, data_root=data_root, steps=steps, kimg=kimg, budget=budget, overrides=set_,
+                 latent=latent, image_size=image_size, channels=channels, seed=seed, deterministic=deterministic)
     if dry_run:
-        _echo(cfg.to_json())
+        _echo(api.train_config(family, **setup).to_json())
         return
-    if out is None:
-        kind = f"latent-{cfg.family}" if cfg.data.latent else cfg.family
-        out = Path("runs") / f"{kind}-{cfg.data.name.replace('folder:', '').strip('/').replace('/', '_')}"
-    from .trainer import train as run_training
-
-    run_dir = run_training(cfg, out, fresh=not resume)
+    run_dir = api.train(family, out=out, fresh=not resume, **setup)
     if os.environ.get("RANK", "0") == "0":  # one line, from the main process of a multi-process run
         _echo(f"run directory: {run_dir}")
 
 
 # ---------------------------------------------------------------------------------------------- sample & apps
 
+# The options of sample / complete / denoise / interpolate come from the contract: every keyword option of any
+# registered family's function (its signature, and SAMPLE_CHOICES for the values of a choice) is a flag, so a
+# family's new option reaches the command line without an edit here. Which family takes which is checked when
+# the run is loaded (api.check_options): an option the run's family does not take is a one-line error naming
+# the ones it does.
 
-def _sample_options(sampler, steps, guidance, temperature, truncation, eta) -> dict:
-    opts = {"sampler": sampler, "steps": steps, "guidance": guidance, "temperature": temperature,
-            "truncation": truncation, "eta": eta}
-    return {k: v for k, v in opts.items() if v is not None}
+_CONTRACT_ARGS = frozenset({"model", "n", "x", "mask", "a", "b", "frames", "strength", "labels", "generator"})
+# options the CLI offered before they were generated, kept so scripts keep working (no family takes them now)
+_KEPT_FLAGS = {"interpolate": {"sampler": str}}
+
+
+def family_options(fn_name: str, exclude: frozenset = frozenset()) -> dict[str, dict]:
+    """name -> {type, default per family, choices per family} of the keyword options that the registered
+    families' ``fn_name`` functions take (the contract's own arguments left out)."""
+    found: dict[str, dict] = {}
+    for family in registry.FAMILIES:
+        fam = registry.get_family(family)
+        fn = getattr(fam, fn_name, None)
+        if fn is None or (fn_name == "sample" and not registry.generative(family)):
+            continue
+        hints = typing.get_type_hints(fn)
+        choices = getattr(fam, "SAMPLE_CHOICES", {}) if fn_name in ("sample", "complete") else {}
+        for name, param in inspect.signature(fn).parameters.items():
+            if name in _CONTRACT_ARGS or name in exclude or param.default is inspect.Parameter.empty:
+                continue
+            kind = type(param.default) if param.default is not None else _plain_type(hints.get(name, str))
+            entry = found.setdefault(name, {"type": kind, "defaults": {}, "choices": {}})
+            if entry["type"] is not kind:  # int in one family, float in another: take the wider
+                entry["type"] = float if {entry["type"], kind} <= {int, float} else str
+            entry["defaults"][family] = param.default
+            if name in choices:
+                entry["choices"][family] = tuple(choices[name])
+    for name, kind in _KEPT_FLAGS.get(fn_name, {}).items():
+        found.setdefault(name, {"type": kind, "defaults": {}, "choices": {}})
+    return found
+
+
+def _plain_type(hint) -> type:
+    """``int | None`` -> int; anything but bool/int/float -> str."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+    return args[0] if args[0] in (bool, int, float) else str
+
+
+def _option_help(name: str, entry: dict) -> str:
+    if not entry["defaults"]:
+        return "not taken by any family (kept for old scripts)"
+    parts = []
+    for family, default in entry["defaults"].items():
+        values = entry["choices"].get(family)
+        parts.append(f"{family}: {' | '.join(map(str, values))}" if values else f"{family}, default {default}")
+    return "; ".join(parts)
+
+
+def with_family_options(fn_name: str, exclude: frozenset = frozenset()):
+    """Give a command one ``--flag`` per option of the families' ``fn_name`` (see ``family_options``); the
+    command receives the ones the user gave as ``options: dict``."""
+
+    def wrap(command):
+        generated = family_options(fn_name, exclude)
+        base = inspect.signature(command)
+        params = [p for p in base.parameters.values() if p.name != "options"]
+        hints = typing.get_type_hints(command)
+        hints.pop("options", None)
+        taken = {p.name for p in params}
+        for name, entry in generated.items():
+            if name in taken:
+                raise TypeError(f"{fn_name} option {name} clashes with the command's own --{name}")
+            kind = entry["type"]
+            decls = [f"--{name.replace('_', '-')}/--no-{name.replace('_', '-')}"] if kind is bool else []
+            params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY,
+                                            default=typer.Option(None, *decls, help=_option_help(name, entry)),
+                                            annotation=kind | None))
+            hints[name] = kind | None
+
+        @functools.wraps(command)
+        def run(**kwargs):
+            options = {k: kwargs.pop(k) for k in generated if kwargs.get(k) is not None}
+            for k in generated:
+                kwargs.pop(k, None)
+            return command(**kwargs, options=options)
+
+        run.__signature__ = base.replace(parameters=params)
+        run.__annotations__ = hints
+        del run.__wrapped__  # typer reads the signature above, not the command's own
+        return run
+
+    return wrap
 
 
 def _parse_labels(labels: str | None):
@@ -189,8 +263,6 @@ def _parse_labels(labels: str | None):
 
 def _check_outputs(out: Path | None, out_dir: Path | None = None) -> None:
     """Refuse an output we could not write before any sampling time is spent on it."""
-    from .data import ARRAY_EXTENSIONS, IMAGE_EXTENSIONS
-
     if out is None and out_dir is None:
         raise ImagegenError("say where to write: --out grid.png (or samples.npz) or --out-dir folder/")
     known = sorted(IMAGE_EXTENSIONS) + list(ARRAY_EXTENSIONS)
@@ -202,16 +274,11 @@ def _check_outputs(out: Path | None, out_dir: Path | None = None) -> None:
 
 
 def _check_count(name: str, n: int) -> None:
-    from .config import check_range
-
-    check_range(n, "[1,inf)", name)
+    config.check_range(n, "[1,inf)", name)
 
 
 def _write_images(x, out: Path | None, out_dir: Path | None, nrow: int | None = None, labels=None) -> None:
     """Write what the command made; every caller ran ``_check_outputs`` before its sampling."""
-    from .data import ARRAY_EXTENSIONS, save_image_array, to_uint8
-    from .trainer import save_grid
-
     if out is not None and out.suffix.lower() in ARRAY_EXTENSIONS:  # every image, uint8, for eval-folder
         save_image_array(out, to_uint8(x.cpu()), labels)
         _echo(f"wrote {x.shape[0]} images to {out}")
@@ -219,7 +286,7 @@ def _write_images(x, out: Path | None, out_dir: Path | None, nrow: int | None = 
         save_grid(x, out, nrow=nrow)
         _echo(f"wrote {out}")
     if out_dir is not None:  # with labels, one sub-folder per class: the layout folder: and eval-folder read
-        from torchvision.utils import save_image
+        from torchvision.utils import save_image  # torchvision takes over a second to import: only when used
 
         names = None if labels is None else [str(int(v)) for v in labels]
         for folder in {out_dir} if names is None else {out_dir / c for c in names}:
@@ -231,15 +298,8 @@ def _write_images(x, out: Path | None, out_dir: Path | None, nrow: int | None = 
         _echo(f"wrote {x.shape[0]} images to {out_dir}{where}")
 
 
-SAMPLER = typer.Option(None, help="sampler (family specific, e.g. ddim, dpmpp-2m, cached)")
-STEPS = typer.Option(None, help="sampling steps (family specific)")
-GUIDANCE = typer.Option(None, help="classifier-free guidance scale")
-TEMPERATURE = typer.Option(None, help="sampling temperature")
-TRUNCATION = typer.Option(None, help="truncation (GANs)")
-ETA = typer.Option(None, help="DDIM eta")
-
-
 @app.command("sample")
+@with_family_options("sample")
 def sample_cmd(
     run: Path = typer.Argument(..., help="run directory or checkpoint file"),
     n: int = typer.Option(64, help="number of images"),
@@ -249,28 +309,22 @@ def sample_cmd(
                                                    "sub-folder per class (what --data folder: and eval-folder read)"),
     labels: str | None = typer.Option(None, help="class label(s): 3, one per image 0,1,2,..., or 'balanced' "
                                                  "(0, 1, ..., K-1, 0, 1, ...)"),
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(0, help="image i is drawn from a generator seeded by (seed, i): the same images at "
+                                     "any --batch-size"),
     batch_size: int = typer.Option(256),
     device: str = typer.Option("auto"),
     no_ema: bool = typer.Option(False, help="use the raw weights instead of the EMA copy"),
-    sampler: str | None = SAMPLER, steps: int | None = STEPS, guidance: float | None = GUIDANCE,
-    temperature: float | None = TEMPERATURE, truncation: float | None = TRUNCATION,
-    eta: float | None = ETA,
+    options: dict | None = None,
 ) -> None:
-    """Draw samples from a trained model."""
-    from .api import load
-    from .evaluate import balanced_labels
-    from .families.base import check_labels
-
+    """Draw samples from a trained model. The sampling options below are the families' (a family takes its own)."""
     _check_outputs(out, out_dir)
     _check_count("--n", n)
-    model = load(run, device=device, ema=not no_ema)
+    model = api.load(run, device=device, ema=not no_ema)
     k = model.info.num_classes
     wanted = balanced_labels(n, max(k, 1)) if labels and labels.strip().lower() == "balanced" \
         else _parse_labels(labels)
     y = check_labels(wanted, n, k, "cpu")  # (n,) as model.sample uses them
-    x = model.sample(n, labels=y, seed=seed, batch_size=batch_size, progress=True,
-                     **_sample_options(sampler, steps, guidance, temperature, truncation, eta))
+    x = model.sample(n, labels=y, seed=seed, batch_size=batch_size, progress=True, **options)
     _write_images(x, out, out_dir, labels=y)
 
 
@@ -290,8 +344,6 @@ def eval_nll_cmd(
     out: Path | None = typer.Option(None, help="write the result as JSON"),
 ) -> None:
     """Negative log-likelihood on a split, in nats per image and bits per dimension."""
-    from .likelihood import evaluate_nll
-
     options = {} if t_samples is None else {"t_samples": t_samples}
     result = evaluate_nll(run, split=split, data_root=data_root, n=n, batch_size=batch_size, seed=seed,
                           device=device, conditional=conditional, **options)
@@ -303,15 +355,21 @@ def eval_nll_cmd(
         _echo(f"wrote {out}")
 
 
-def _complete(run, image, mask, keep, n, out, labels, seed, device, options):
-    import torch
-
-    from .api import load
-    from .data import load_image, load_mask, make_mask
-
+@with_family_options("complete")
+def inpaint_cmd(
+    run: Path = typer.Argument(...),
+    image: Path = typer.Option(..., help="the image to fill"),
+    mask: Path | None = typer.Option(None, help="mask image: white pixels are kept, black ones filled"),
+    keep: str | None = typer.Option(None, help="instead of --mask: top-half | left-half | bottom-half | right-half"),
+    n: int = typer.Option(1, help="completions per image"),
+    out: Path = typer.Option(..., help="PNG strip: original, masked input, completions"),
+    labels: str | None = typer.Option(None), seed: int = typer.Option(0), device: str = typer.Option("auto"),
+    options: dict | None = None,
+) -> None:
+    """Fill the unknown part of an image (a mask, or --keep top-half) through the family's 'complete'."""
     _check_outputs(out)
     _check_count("--n", n)
-    model = load(run, device=device)
+    model = api.load(run, device=device)
     x = load_image(image, model.info)
     if (mask is None) == (keep is None):
         raise ImagegenError("give exactly one of --mask MASK.png (white = keep) or --keep top-half|left-half")
@@ -322,27 +380,12 @@ def _complete(run, image, mask, keep, n, out, labels, seed, device, options):
     _write_images(torch.cat([x, masked, filled]), out, None, nrow=n + 2)
 
 
-def inpaint_cmd(
-    run: Path = typer.Argument(...),
-    image: Path = typer.Option(..., help="the image to fill"),
-    mask: Path | None = typer.Option(None, help="mask image: white pixels are kept, black ones filled"),
-    keep: str | None = typer.Option(None, help="instead of --mask: top-half | left-half | bottom-half | right-half"),
-    n: int = typer.Option(1, help="completions per image"),
-    out: Path = typer.Option(..., help="PNG strip: original, masked input, completions"),
-    labels: str | None = typer.Option(None), seed: int = typer.Option(0), device: str = typer.Option("auto"),
-    sampler: str | None = SAMPLER, steps: int | None = STEPS, guidance: float | None = GUIDANCE,
-    temperature: float | None = TEMPERATURE,
-) -> None:
-    """Fill the unknown part of an image (a mask, or --keep top-half) through the family's 'complete'."""
-    _complete(run, image, mask, keep, n, out, labels, seed, device,
-              _sample_options(sampler, steps, guidance, temperature, None, None))
-
-
 app.command("inpaint")(inpaint_cmd)
 app.command("complete")(inpaint_cmd)
 
 
 @app.command("denoise")
+@with_family_options("denoise")
 def denoise_cmd(
     run: Path = typer.Argument(...),
     image: Path = typer.Option(...),
@@ -350,24 +393,20 @@ def denoise_cmd(
     n: int = typer.Option(1),
     out: Path = typer.Option(...),
     labels: str | None = typer.Option(None), seed: int = typer.Option(0), device: str = typer.Option("auto"),
-    sampler: str | None = SAMPLER, steps: int | None = STEPS, guidance: float | None = GUIDANCE,
+    options: dict | None = None,
 ) -> None:
     """Denoise or edit an image (SDEdit-style where the family supports it)."""
-    import torch
-
-    from .api import load
-    from .data import load_image
-
     _check_outputs(out)
     _check_count("--n", n)
-    model = load(run, device=device)
+    model = api.load(run, device=device)
     x = load_image(image, model.info)
     y = model.denoise(x.expand(n, -1, -1, -1).clone(), strength, labels=_parse_labels(labels), seed=seed,
-                      **_sample_options(sampler, steps, guidance, None, None, None))
+                      **options)
     _write_images(torch.cat([x, y]), out, None, nrow=n + 1)
 
 
 @app.command("interpolate")
+@with_family_options("interpolate", exclude=frozenset({"seeds"}))
 def interpolate_cmd(
     run: Path = typer.Argument(...),
     a: Path | None = typer.Option(None, help="first image"),
@@ -376,15 +415,11 @@ def interpolate_cmd(
     frames: int = typer.Option(8),
     out: Path = typer.Option(...),
     labels: str | None = typer.Option(None), device: str = typer.Option("auto"),
-    sampler: str | None = SAMPLER, steps: int | None = STEPS, truncation: float | None = TRUNCATION,
+    options: dict | None = None,
 ) -> None:
     """A strip of images morphing from A to B (or between the samples of two seeds)."""
-    from .api import load
-    from .data import load_image
-
     _check_outputs(out)
-    model = load(run, device=device)
-    options = _sample_options(sampler, steps, None, None, truncation, None)
+    model = api.load(run, device=device)
     if seeds is not None:
         try:
             seed_pair = tuple(int(s) for s in seeds.split(","))
@@ -403,7 +438,8 @@ def interpolate_cmd(
 
 
 def _register_extensions() -> None:
-    """Command groups that live beside their implementation (e.g. evaluation)."""
+    """Command groups that live beside their implementation (e.g. evaluation); imported here, after this
+    module's own commands exist, because they import helpers from it."""
     try:
         from . import cli_eval
     except ImportError:
@@ -461,8 +497,6 @@ def _run(argv: list[str] | None) -> None:
 def _usage_error_types() -> tuple[type, ...]:
     """Click's exception class, and the copy newer typer releases vendor as ``typer._click`` (its usage
     errors are not ``click.ClickException`` instances, so catching click's alone printed tracebacks)."""
-    import click
-
     found = [click.ClickException]
     try:
         from typer._click.exceptions import ClickException as TyperClickException

@@ -11,7 +11,8 @@ from pathlib import Path
 import typer
 
 from . import cli_eval as shared  # the options eval and compare take, so report spells them the same
-from .evaluate import METRIC_HELP
+from .evaluation import METRIC_HELP
+from .report import report
 
 _METRICS_HELP = ("also score every run now with one protocol (needs --n); comma list of: "
                  + ", ".join(METRIC_HELP))
@@ -45,11 +46,9 @@ def register(app: typer.Typer) -> None:
         device: str = shared.DEVICE_OPT,
     ) -> None:
         """One HTML page comparing runs: samples, completions, numbers with their protocol, plots."""
-        from .report import report
-
         path = report(runs, out, metrics=metrics, n=n, ref=ref, features=features, results=results, floors=floor,
                       seed=seed, n_grid=n_grid, n_complete=n_complete, keep=keep, complete=complete,
-                      sample_options=shared._given(sampler=sampler, steps=steps, guidance=guidance,
+                      sample_options=shared.given(sampler=sampler, steps=steps, guidance=guidance,
                                                    temperature=temperature, truncation=truncation),
                       device=device, data_root=data_root, inception_weights=inception_weights, title=title)
         typer.echo(f"wrote {path}")

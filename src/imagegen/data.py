@@ -24,9 +24,15 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image, ImageOps
+from safetensors import safe_open
 
+from . import augment as augmentation  # as a module: its apply is looked up when called
+from .cache import cache_dir  # noqa: F401  (re-exported: imagegen.data.cache_dir is where callers look)
+from .checkpoint import atomic_save_tensors
 from .config import MAX_IMAGE_SIZE, DataConfig, check_range
 from .errors import ImagegenError
+from .families.base import Batch  # defined below memory, which builds one (imagegen.data.Batch stays its name)
 from .memory import check_data
 
 DATASETS = ("digits", "mnist", "fashion-mnist", "binarized-mnist", "cifar10", "folder:PATH")
@@ -64,12 +70,6 @@ class DataInfo:
 
 
 @dataclass
-class Batch:
-    x: torch.Tensor  # (B, C, H, W) float in [-1, 1]
-    y: torch.Tensor | None  # (B,) long, or None for unlabelled data
-
-
-@dataclass
 class ImageDataset:
     images: torch.Tensor  # (N, C, H, W) uint8
     labels: torch.Tensor | None  # (N,) long
@@ -90,9 +90,7 @@ class ImageDataset:
         see the transformed intensities."""
         u8 = self.images[idx]
         if augment:
-            from .augment import apply
-
-            x = apply(to_float(u8), augment, generator)
+            x = augmentation.apply(to_float(u8), augment, generator)
             if self.binarize:
                 x = to_float(((x + 1) * 127.5).round().to(torch.uint8), True, generator)
         else:
@@ -169,11 +167,6 @@ class BatchSampler:
 # ---------------------------------------------------------------------------------------------- loading
 
 
-def cache_dir() -> Path:
-    root = os.environ.get("IMAGEGEN_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "imagegen")
-    return Path(root)
-
-
 def data_root(cfg: DataConfig) -> Path | None:
     root = cfg.root or os.environ.get("IMAGEGEN_DATA")
     return Path(root).expanduser() if root else None
@@ -248,7 +241,7 @@ def _convert(ds: ImageDataset, size: int | None, channels: int | None) -> ImageD
 
 def load_digits(split: str, size: int) -> ImageDataset:
     """scikit-learn's bundled 8x8 digits (1,797 images, 17 grey levels); the last 297 are the test split."""
-    from sklearn.datasets import load_digits as sk_load
+    from sklearn.datasets import load_digits as sk_load  # scikit-learn is slow to import: only when used
 
     _check_split(split, "digits")
     d = sk_load()
@@ -299,7 +292,7 @@ def _find_idx(raw_dir: Path, stem: str) -> Path | None:
 
 def _torchvision_download(name: str, target: Path) -> None:
     """Fetch the dataset the way torchvision users expect (its mirrors and md5 checks)."""
-    import torchvision
+    import torchvision  # slow to import: only when a download is needed
 
     cls = {"MNIST": torchvision.datasets.MNIST, "FashionMNIST": torchvision.datasets.FashionMNIST}[name]
     for train in (True, False):
@@ -391,7 +384,7 @@ def load_cifar10(cfg: DataConfig, split: str) -> ImageDataset:
 
     found = locate()
     if found is None and cfg.download:
-        import torchvision
+        import torchvision  # slow to import: only when a download is needed
 
         try:
             torchvision.datasets.CIFAR10(root=str(cache_dir() / "datasets"), train=True, download=True)
@@ -432,8 +425,6 @@ _GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L")
 def _decode(path: Path, size: int, channels: int | None) -> np.ndarray:
     """Open any PIL mode, flatten transparency onto black, resize the short side and centre-crop.
     ``channels=None``: as stored, (1, S, S) for a greyscale mode and (3, S, S) for anything else."""
-    from PIL import Image, ImageOps
-
     with Image.open(path) as im:
         im = ImageOps.exif_transpose(im)
         if channels is None:
@@ -483,8 +474,6 @@ def load_folder(path: Path, split: str, size: int | None, channels: int | None) 
     labelled = all(len(p) >= 2 for p in rel_parts)
     class_names = tuple(sorted({p[0] for p in rel_parts})) if labelled else ()
     if size is None:
-        from PIL import Image
-
         try:
             with Image.open(files[0]) as im:
                 size = min(im.size)
@@ -510,8 +499,6 @@ def load_folder(path: Path, split: str, size: int | None, channels: int | None) 
                          ).hexdigest()[:24]
     cache_file = cache_dir() / "folders" / f"{key}.safetensors"
     if cache_file.is_file():
-        from safetensors import safe_open
-
         try:
             with safe_open(str(cache_file), framework="pt") as f:
                 meta = f.metadata() or {}
@@ -560,8 +547,6 @@ def load_folder(path: Path, split: str, size: int | None, channels: int | None) 
     tensors = {"images": images}
     if labels is not None:
         tensors["labels"] = labels
-    from .checkpoint import atomic_save_tensors
-
     try:
         atomic_save_tensors(tensors, cache_file, metadata={"channels_from": why} if why else None)
     except ImagegenError as e:  # a full disk costs the cache, not the run
@@ -651,8 +636,6 @@ def load_image(path: str | Path, info: DataInfo) -> torch.Tensor:
     if not p.is_file():
         raise ImagegenError(f"image {p} does not exist")
     try:
-        from PIL import Image
-
         with Image.open(p) as im:
             w, h = im.size
         arr = _decode(p, info.size, info.channels)

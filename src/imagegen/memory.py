@@ -30,16 +30,20 @@ from /proc/meminfo, lowered to the cgroup limit's headroom where a container set
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import weakref
+from dataclasses import MISSING, fields
 from pathlib import Path
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from .config import replace
 from .errors import ImagegenError
+from .families.base import Batch, default_optimizers
 
 GiB = 1024**3
 
@@ -155,9 +159,6 @@ class _MetaAccel:
     num_processes = 1
     device = torch.device("meta")
 
-    def __init__(self, grad_clip: float):
-        self.imagegen_grad_clip = grad_clip
-
     def backward(self, loss):
         loss.backward()
 
@@ -178,9 +179,6 @@ def _step_peak(fam, cfg, info, model: torch.nn.Module, batch_size: int) -> int:
     gradients), the weights themselves not counted. The optimisers' ``step`` is skipped: on meta each of its
     per-tensor ops runs a Python decomposition (half the time of the whole step), and what it allocates is
     known without running it (see ``estimate_training``)."""
-    from .data import Batch
-    from .families.base import default_optimizers
-
     model.train()
     opts = (fam.configure_optimizers(model, cfg.model, cfg.train) if hasattr(fam, "configure_optimizers")
             else default_optimizers(model, cfg.model, cfg.train))
@@ -190,7 +188,7 @@ def _step_peak(fam, cfg, info, model: torch.nn.Module, batch_size: int) -> int:
     y = torch.zeros(batch_size, dtype=torch.long, device="meta") if info.num_classes else None
     mode = _StorageBytes()
     with mode:
-        fam.train_step(model, Batch(x, y), opts, 1, _MetaAccel(cfg.train.grad_clip))
+        fam.train_step(model, Batch(x, y), opts, 1, _MetaAccel(), grad_clip=cfg.train.grad_clip)
     return mode.peak
 
 
@@ -208,8 +206,6 @@ def estimate_training(fam, cfg, info, slope: bool = False) -> dict:
     optimiser state is counted as two tensors per parameter (Adam's first and second moments, what every
     family's optimiser keeps), and its update's temporaries as one more at the end of the step, when the
     activations are gone."""
-    import json
-
     bs = cfg.train.batch_size
     key = json.dumps([fam.__name__, cfg.to_dict()["model"], info.to_dict(), bs, cfg.train.ema_decay > 0,
                       cfg.train.grad_clip, slope], sort_keys=True, default=str)
@@ -248,8 +244,6 @@ def estimate_training(fam, cfg, info, slope: bool = False) -> dict:
 
 def _width_keys(model_cfg) -> str:
     """The model.* widths to lower: those set above their default, else every width."""
-    from dataclasses import MISSING, fields
-
     widths = [f for f in fields(model_cfg) if f.type in ("int", int) and ("channels" in f.name or "dim" in f.name)]
     raised = [f for f in widths if f.default is not MISSING and isinstance(getattr(model_cfg, f.name), int)
               and getattr(model_cfg, f.name) > f.default]
@@ -260,8 +254,6 @@ def check_training(cfg, fam, info, device, data_bytes: int = 0, n_images: int | 
     """Refuse a config whose model and one batch will not fit on ``device`` (plus ``data_bytes`` of data
     the trainer keeps there); returns the estimate. Called once by the trainer, before the model is built.
     ``n_images``: the training set's size, which caps the batch (the batch sampler never draws more)."""
-    from .config import replace
-
     device = torch.device(device)
     if n_images is not None and 0 < n_images < cfg.train.batch_size:
         cfg = replace(cfg, train=replace(cfg.train, batch_size=n_images))

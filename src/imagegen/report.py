@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import datetime as _dt
+import inspect
 import io
 import json
 import math
@@ -24,10 +25,30 @@ from pathlib import Path
 
 import torch
 
+from . import checkpoint, registry
+from .api import load
+from .checkpoint import atomic_write_bytes
+from .config import check_range, replace
+from .data import load_dataset, make_mask, to_float, to_uint8
 from .errors import ImagegenError
-from .evaluate import LOWER_IS_BETTER
+from .evaluation import (
+    FEATURES,
+    LOWER_IS_BETTER,
+    METRICS,
+    balanced_labels,
+    evaluate_run,
+    parse_list,
+    sample_options_protocol,
+    saved_results,
+    takes,
+)
+from .evaluation.metrics_table import CLASSIFIER_KEYS
+from .evaluation.runs import applicable, is_nll_result
+from .metrics.classifier import CLASSIFIER_DATASETS
+from .metrics.fid import INCEPTION_NAME
+from .provenance import __version__, commit_label
 
-# display names and order of the metric table (result keys as imagegen.evaluate writes them)
+# display names and order of the metric table (result keys as imagegen.evaluation writes them)
 METRIC_LABELS = {
     "fid": "FID (Inception)", "kid": "KID (Inception)", "precision": "precision", "recall": "recall",
     "density": "density", "coverage": "coverage",
@@ -93,8 +114,6 @@ def report(runs, out: str | Path, *, metrics: str | list[str] | None = None, n: 
                         seed=seed, n_grid=n_grid, n_complete=n_complete, keep=keep, complete=complete,
                         sample_options=sample_options, device=device, data_root=data_root,
                         inception_weights=inception_weights, title=title, progress=progress))
-    from .checkpoint import atomic_write_bytes
-
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(html.encode("utf-8"), out)
     return out
@@ -102,7 +121,7 @@ def report(runs, out: str | Path, *, metrics: str | list[str] | None = None, n: 
 
 def render(context: dict) -> str:
     """The page: ``context`` (from :func:`build`) through the packaged template."""
-    import jinja2
+    import jinja2  # optional: only building a page needs it
 
     env = jinja2.Environment(loader=jinja2.PackageLoader("imagegen", "templates"),
                              autoescape=jinja2.select_autoescape(["html", "j2"]), trim_blocks=True,
@@ -143,8 +162,6 @@ def seconds(s: float) -> str:
 
 def _check_runs(runs) -> list[tuple[Path, Path]]:
     """(argument, run directory) per run; an unknown path or a run without checkpoints is a one-line error."""
-    from . import checkpoint
-
     runs = [runs] if isinstance(runs, (str, Path)) else list(runs)
     if not runs:
         raise ImagegenError("give at least one run directory to report on")
@@ -175,9 +192,6 @@ def build(runs, *, metrics=None, n=None, ref="test", features="inception", resul
           n_grid=64, n_complete=8, keep="top-half", complete=True, sample_options=None, device="auto",
           data_root=None, inception_weights=None, title=None, progress=True) -> dict:
     """Everything the template shows, as plain data (see the module docstring)."""
-    from .config import check_range
-    from .evaluate import FEATURES, METRICS, parse_list
-
     checked = _check_runs(runs)
     if keep not in KEEPS:
         raise ImagegenError(f"--keep {keep}: choose one of {', '.join(KEEPS)}")
@@ -194,8 +208,6 @@ def build(runs, *, metrics=None, n=None, ref="test", features="inception", resul
     for p in result_files + floor_files:
         if not p.is_file():
             raise ImagegenError(f"result file {p} does not exist")
-    from . import load
-
     labels = _labels([p for p, _ in checked])
     entries_by_run: dict[str, list[dict]] = {}
     cards = []
@@ -230,9 +242,6 @@ def build(runs, *, metrics=None, n=None, ref="test", features="inception", resul
 
 
 def _version() -> str:
-    from . import __version__
-    from .evaluate import commit_label
-
     return f"imagegen {__version__}, commit {commit_label()}"
 
 
@@ -258,14 +267,12 @@ def _run_card(model, path, run_dir, label, color, seed, n_grid, n_complete, keep
         "notes": [], "logs": logs, "evals": _read_jsonl(run_dir / "evals.jsonl"),
     }
     # the sample grid: the same seed for every run, labels 0, 1, ..., K-1, 0, ... for class-conditional models
-    from .evaluate import _sample_options_protocol, _takes, balanced_labels
-
-    opts = {k: v for k, v in sample_options.items() if _takes(model.fam, k, v)}
+    opts = {k: v for k, v in sample_options.items() if takes(model.fam, k, v)}
     y = balanced_labels(n_grid, info.num_classes) if model.class_conditional else None
     x = model.sample(n_grid, labels=y, seed=seed, batch_size=min(n_grid, 256), progress=progress, **opts)
     nrow = min(n_grid, 8 if n_grid <= 64 else 16)
     card["grid"] = _grid_image(x, nrow)
-    card["grid_options"] = ", ".join(f"{k} {v}" for k, v in _sample_options_protocol(model, opts).items())
+    card["grid_options"] = ", ".join(f"{k} {v}" for k, v in sample_options_protocol(model, opts).items())
     card["grid_labels"] = "labels 0, 1, ..., K-1 in turn" if y is not None else None
     card["completion"] = _completion(model, n_complete, keep, seed, data_root, sample_options) if complete else \
         {"note": "completion strips were turned off (--no-complete)"}
@@ -297,10 +304,8 @@ def _png(image) -> dict:
 
 
 def _grid_image(x: torch.Tensor, nrow: int, pad_value: float = 1.0) -> dict:
-    from PIL import Image
+    from PIL import Image  # image libraries load only when a page is built
     from torchvision.utils import make_grid
-
-    from .data import to_uint8
 
     grid = make_grid(to_uint8(x.float().cpu()), nrow=nrow, padding=1, pad_value=int(255 * pad_value))  # (3, H, W)
     return _png(Image.fromarray(grid.permute(1, 2, 0).numpy()))
@@ -310,13 +315,6 @@ def _completion(model, k: int, keep: str, seed: int, data_root, sample_options: 
     """The same ``k`` test images for every run (the first of each class where the split is labelled), with
     ``keep`` known: rows original, input, completion. A note instead where it cannot be made. The sampling
     options that the family's ``complete`` also takes (diffusion: steps) go to it too."""
-    import inspect
-
-    from . import registry
-    from .config import replace
-    from .data import load_dataset, make_mask, to_float
-    from .evaluate import _takes
-
     if "complete" not in registry.capabilities(model.family):
         return {"note": f"the {model.family} family has no 'complete'"}
     data_cfg = replace(model.config.data, limit=None, download=False,
@@ -335,9 +333,9 @@ def _completion(model, k: int, keep: str, seed: int, data_root, sample_options: 
         return {"note": f"no completion strip: the test images are {tuple(x.shape[1:])}, the model's "
                         f"{(model.info.channels, model.info.size, model.info.size)}"}
     m = mask.expand(x.shape[0], -1, -1, -1)
-    takes = inspect.signature(model.fam.complete).parameters
+    complete_takes = inspect.signature(model.fam.complete).parameters
     opts = {key: v for key, v in sample_options.items()
-            if key in takes and key not in ("labels", "generator") and _takes(model.fam, key, v)}
+            if key in complete_takes and key not in ("labels", "generator") and takes(model.fam, key, v)}
     filled = model.complete(x, m, seed=seed, **opts)
     shown = x * m + (1 - m) * -1  # the unknown part blacked out
     return {"image": _grid_image(torch.cat([x, shown, filled]), x.shape[0]), "keep": keep,
@@ -381,7 +379,7 @@ def _result_entries(d: dict, run: str, source: str) -> list[dict]:
             if not isinstance(m, dict) or not isinstance(m.get("value"), (int, float)):
                 continue
             out.append(_entry(run, key, m["value"], m.get("protocol", d.get("protocol", {})), source, m))
-    elif isinstance(d.get("nats"), (int, float)) and isinstance(d.get("bits_per_dim"), (int, float)):
+    elif is_nll_result(d):
         proto = {"n_ref": d.get("n"), "ref_split": d.get("split"), "dataset": d.get("dataset"),
                  "checkpoint_step": d.get("step"), "nll_kind": d.get("bound"), "checkpoint": d.get("checkpoint")}
         out.append(_entry(run, "nll_nats", d["nats"], proto, source, {"sem": d.get("nats_sem")}))
@@ -392,18 +390,12 @@ def _result_entries(d: dict, run: str, source: str) -> list[dict]:
 def _saved_entries(run_dir: Path, run: str) -> list[dict]:
     """Every result JSON kept in the run directory (what ``imagegen info`` lists)."""
     out = []
-    for p in sorted(run_dir.glob("*.json")):
-        if p.name == "config.json":
-            continue
-        try:
-            d = json.loads(p.read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(d, dict) and isinstance(d.get("results"), list):  # 'imagegen compare --out' kept here
+    for p, d in saved_results(run_dir):
+        if isinstance(d.get("results"), list):  # 'imagegen compare --out' kept here
             for res in d["results"]:
                 if isinstance(res, dict) and _names_run(res.get("protocol") or {}, run_dir):
                     out += _result_entries(res, run, p.name)
-        elif isinstance(d, dict):
+        else:
             out += _result_entries(d, run, p.name)
     return out
 
@@ -420,7 +412,7 @@ def _names_run(proto: dict, run_dir: Path) -> bool:
 
 def _jsonl_entries(run_dir: Path, run: str, model) -> list[dict]:
     """The last in-training evaluation (the final weights) from ``evals.jsonl``: the test split, ``n``
-    samples, the family's preview sampler (imagegen.evaluate.evaluate_during_training)."""
+    samples, the family's preview sampler (imagegen.evaluation.evaluate_during_training)."""
     rows = [r for r in _read_jsonl(run_dir / "evals.jsonl") if isinstance(r.get("n"), int)]
     if not rows:
         return []
@@ -444,11 +436,7 @@ def _jsonl_entries(run_dir: Path, run: str, model) -> list[dict]:
 
 def _feature_name(key: str, dataset: str) -> str | None:
     """The feature network an in-training evaluation used for ``key`` (evals.jsonl records no hash)."""
-    from .metrics.fid import INCEPTION_NAME
-
-    if key in ("classifier_score", "class_accuracy", "cas", "aug_gain") or key.endswith("_clf"):
-        from .metrics.classifier import CLASSIFIER_DATASETS
-
+    if key in CLASSIFIER_KEYS or key.endswith("_clf"):
         return f"classifier-{CLASSIFIER_DATASETS.get(dataset, dataset)}"
     return INCEPTION_NAME
 
@@ -456,17 +444,8 @@ def _feature_name(key: str, dataset: str) -> str | None:
 def _compute_now(model, path, run, card, metrics, n, ref, features, seed, device, data_root, inception_weights,
                  sample_options, progress) -> list[dict]:
     """``imagegen.evaluate_run`` with one protocol for every run; metrics a run cannot have are noted."""
-    from . import registry
-    from .evaluate import _takes, evaluate_run
-
-    skipped = {}
-    for m in metrics:
-        if m in ("cacc", "cas") and not model.class_conditional:
-            skipped[m] = "not class-conditional"
-        elif m == "nll" and "nll" not in registry.capabilities(model.family):
-            skipped[m] = f"the {model.family} family has no likelihood"
-    usable = [m for m in metrics if m not in skipped]
-    opts = {k: v for k, v in sample_options.items() if _takes(model.fam, k, v)}
+    usable, skipped = applicable(model, metrics)
+    opts = {k: v for k, v in sample_options.items() if takes(model.fam, k, v)}
     entries = []
     if usable:
         try:

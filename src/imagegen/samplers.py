@@ -28,6 +28,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from . import rng
+
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x (B,C,H,W), sigma ()) -> x0_hat
 
 SAMPLERS = ("ddpm", "ddpm-large", "ddim", "dpmpp-2m", "heun", "euler")
@@ -118,7 +120,7 @@ def guided_denoiser(denoiser_cond: Denoiser, denoiser_uncond: Denoiser | None, s
 
 
 def _noise_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return rng.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)  # per image with ImageGenerators
 
 
 def _step_down(x: torch.Tensor, x0: torch.Tensor, sigma: torch.Tensor, sigma_down: torch.Tensor,

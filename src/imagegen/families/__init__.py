@@ -10,23 +10,31 @@ Required::
         # "[0,1)", checked with a one-line error whenever a config is read (imagegen.config.check_range)
     TRAIN_DEFAULTS: dict                          # optional: train.* defaults for this family (lr, betas, ...)
     def build(cfg, data_info) -> nn.Module        # data_info: imagegen.data.DataInfo
-    def train_step(model, batch, opts, step, accel) -> dict[str, Tensor | float]
+    def train_step(model, batch, opts, step, accel, grad_clip=0.0) -> dict[str, Tensor | float]
         # ``model`` is what accelerate prepared (maybe DDP-wrapped: call ``model(...)`` for anything
         # that needs gradients, ``accel.unwrap_model(model)`` for attributes); ``batch`` is a
         # ``imagegen.data.Batch`` (x: (B, C, H, W) float in [-1, 1], y: (B,) long or None);
-        # ``opts`` is the dict from ``configure_optimizers``. The step calls ``accel.backward(loss)``
-        # and steps/zeroes its own optimisers (a GAN owns two). Return scalars to log; the key
-        # "loss" is checked for NaN/Inf by the trainer.
+        # ``opts`` is the dict from ``configure_optimizers``; ``grad_clip`` the max global gradient norm
+        # (the trainer passes ``train.grad_clip``; 0 disables). The step calls ``accel.backward(loss)``
+        # and steps/zeroes its own optimisers (a GAN owns two) with ``families.base.optimizer_step(accel,
+        # opt, params, grad_clip)``, which clips. Return scalars to log; the key "loss" is checked for
+        # NaN/Inf by the trainer.
     def sample(model, n, labels=None, generator=None, **options) -> Tensor
         # (n, C, H, W) in [-1, 1]; ``model`` is the unwrapped (EMA) module in eval mode; options are
         # family specific (sampler, steps, guidance, temperature, truncation) and exposed by the CLI
-        # through ``inspect.signature``.
+        # through ``inspect.signature`` (imagegen.cli.family_options: one flag per keyword option).
+        # ``generator`` is a torch.Generator, None, or (from LoadedModel.sample) an
+        # ``imagegen.rng.ImageGenerators``, one generator per image: draw every random number of a sample
+        # through ``imagegen.rng.randn / rand / randint`` with the image as the first dimension, so that image
+        # i depends on its own seed only and the same seed gives the same image at any batch size (the
+        # contract test checks batch sizes 1, 3 and 4).
 
 Optional::
 
     SAMPLE_CHOICES: dict[str, tuple]               # the values a ``sample`` option takes, where it is a
         # choice, e.g. {"sampler": ("naive", "cached")}: ``imagegen compare`` passes a shared option such as
-        # --sampler dpmpp-2m only to the families whose choices include the value
+        # --sampler dpmpp-2m only to the families whose choices include the value; the CLI's --help lists them
+        # and LoadedModel.sample refuses another value in one line (model.check_choices)
     def configure_optimizers(model, model_cfg, train_cfg) -> dict[str, Optimizer]
         # default: {"main": AdamW(lr, betas, weight_decay)} (families.base.default_optimizers)
     def nll(model, x, labels=None, **options) -> Tensor         # (B,) nats per image; bits/dim derived

@@ -132,10 +132,10 @@ def build(cfg: Config, data_info) -> nn.Module:
     return Autoencoder(cfg, data_info)
 
 
-def train_step(model, batch, opts, step: int, accel) -> dict:
+def train_step(model, batch, opts, step: int, accel, grad_clip: float = 0.0) -> dict:
     out = model(batch.x)
     accel.backward(out["loss"])
-    optimizer_step(accel, opts["main"], model.parameters())
+    optimizer_step(accel, opts["main"], model.parameters(), grad_clip)
     return out
 
 

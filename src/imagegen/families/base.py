@@ -1,11 +1,23 @@
-"""Helpers shared by the family modules (not part of the contract itself)."""
+"""Helpers shared by the family modules (not part of the contract itself), and :class:`Batch`, what a
+family's ``train_step`` is given (``imagegen.data`` makes it and re-exports it; it lives here, below both
+``data`` and ``memory``, so that memory's step estimate can build one without importing ``data``, which
+imports memory)."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from ..errors import ImagegenError
+
+
+@dataclass
+class Batch:
+    x: torch.Tensor  # (B, C, H, W) float in [-1, 1]
+    y: torch.Tensor | None  # (B,) long, or None for unlabelled data
 
 
 def default_optimizers(model: nn.Module, model_cfg, train_cfg) -> dict[str, torch.optim.Optimizer]:
@@ -17,12 +29,10 @@ def default_optimizers(model: nn.Module, model_cfg, train_cfg) -> dict[str, torc
     return {"main": torch.optim.AdamW(params, **kwargs)}
 
 
-def optimizer_step(accel, opt: torch.optim.Optimizer, params, grad_clip: float | None = None) -> None:
-    """Clip (when the accumulated gradient is complete), step and zero one optimiser.
-
-    ``grad_clip=None`` uses the run's ``train.grad_clip``, which the trainer stores on the accelerator."""
-    if grad_clip is None:
-        grad_clip = getattr(accel, "imagegen_grad_clip", 0.0)
+def optimizer_step(accel, opt: torch.optim.Optimizer, params, grad_clip: float) -> None:
+    """Clip the global gradient norm to ``grad_clip`` (the ``grad_clip`` a family's ``train_step`` is given:
+    the run's ``train.grad_clip``; 0 disables) when the accumulated gradient is complete, then step and zero
+    one optimiser."""
     if grad_clip and grad_clip > 0 and accel.sync_gradients:
         accel.clip_grad_norm_(params, grad_clip)
     opt.step()
@@ -49,8 +59,6 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor | float) -> torch.Te
 
 def check_labels(labels, n: int, num_classes: int, device) -> torch.Tensor | None:
     """Normalise ``labels`` (None, int, list or tensor) to a (n,) long tensor, validating the range."""
-    from ..errors import ImagegenError
-
     if labels is None:
         return None
     if num_classes <= 0:
@@ -69,8 +77,6 @@ def check_labels(labels, n: int, num_classes: int, device) -> torch.Tensor | Non
 def strip_label(labels, family: str) -> int | None:
     """The one class an interpolation strip is drawn in, for families whose path cannot change class
     (GANs blend two, start and end, and do not use this). None stays None."""
-    from ..errors import ImagegenError
-
     if labels is None:
         return None
     vals = torch.as_tensor(labels).flatten()

@@ -31,9 +31,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import rng
 from .. import samplers as S
 from ..errors import ImagegenError
 from ..nn import Downsample, ResBlock, SelfAttention2d, Upsample, group_norm, sinusoidal_embedding
+from ..restoration import Operator
 from .base import check_labels, optimizer_step, slerp, strip_label
 
 NAME = "diffusion"
@@ -407,10 +409,10 @@ def build(cfg: Config, data_info) -> nn.Module:
     return Diffusion(cfg, data_info)
 
 
-def train_step(model, batch, opts, step: int, accel) -> dict:
+def train_step(model, batch, opts, step: int, accel, grad_clip: float = 0.0) -> dict:
     out = model(batch.x, batch.y)
     accel.backward(out["loss"])
-    optimizer_step(accel, opts["main"], model.parameters())
+    optimizer_step(accel, opts["main"], model.parameters(), grad_clip)
     return out
 
 
@@ -429,7 +431,7 @@ def _labels(model: Diffusion, labels, n: int, device, generator) -> torch.Tensor
         return None
     if model.cfg.label_dropout > 0:
         return torch.full((n,), model.num_classes, device=device, dtype=torch.long)
-    return torch.randint(0, model.num_classes, (n,), device=device, generator=generator)
+    return rng.randint(0, model.num_classes, (n,), device=device, generator=generator)
 
 
 def make_denoiser(model: Diffusion, y: torch.Tensor | None, guidance: float = 1.0,
@@ -509,7 +511,7 @@ def sample(model: Diffusion, n: int, labels=None, generator=None, sampler: str =
     device = _device(model)
     y = _labels(model, labels, n, device, generator)
     sigmas = make_sigmas(model, sampler, steps, schedule)
-    x_T = torch.randn(n, model.channels, model.size, model.size, device=device, generator=generator)
+    x_T = rng.randn(n, model.channels, model.size, model.size, device=device, generator=generator)
     x_T = x_T * model.prior_std(float(sigmas[0]))
     denoiser = make_denoiser(model, y, guidance, clip_denoised)
     return S.run_sampler(sampler, denoiser, x_T, sigmas, generator, eta=eta, frame=_frame(model)).clamp(-1, 1)
@@ -585,8 +587,6 @@ def restore(model: Diffusion, y_meas, operator, labels=None, generator=None, met
 
     ``auto``: repaint for a noiseless mask (so ``complete`` is this function's masked case), noisy-start for
     denoising alone, ddnm otherwise. A noiseless result is projected onto the measurements (A(x) = y)."""
-    from ..restoration import Operator
-
     if method not in RESTORE_METHODS:
         raise ImagegenError(f"--method must be one of {', '.join(RESTORE_METHODS)}, got '{method}'")
     if not isinstance(operator, Operator):

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import rng
 from ..errors import ImagegenError
 from .base import check_labels, optimizer_step, slerp
 from .gan_nets import (
@@ -235,7 +236,6 @@ class GAN(nn.Module):
         # comparable across steps (not saved: it is a function of the config)
         g = torch.Generator().manual_seed(1234)
         self.register_buffer("z_health", torch.randn(64, cfg.z_dim, generator=g), persistent=False)
-        self.grad_clip = 0.0  # set by configure_optimizers from train.grad_clip
         self.health_state = {"flag": HEALTH_OK, "diversity": float("nan"), "strikes": 0}
 
     # ------------------------------------------------------------------------------------------ helpers
@@ -252,10 +252,10 @@ class GAN(nn.Module):
         gdev = generator.device if generator is not None else self.device
         if truncation and truncation > 0:
             lo = 0.5 * (1 + math.erf(-truncation / math.sqrt(2)))  # Phi(-t)
-            u = torch.rand(n, self.z_dim, generator=generator, device=gdev, dtype=torch.float64)
+            u = rng.rand(n, self.z_dim, generator=generator, device=gdev, dtype=torch.float64)
             z = torch.special.ndtri(lo + u * (1 - 2 * lo)).float()
         else:
-            z = torch.randn(n, self.z_dim, generator=generator, device=gdev)
+            z = rng.randn(n, self.z_dim, generator=generator, device=gdev)
         return z.to(self.device)
 
     def labels_for(self, y: torch.Tensor | None, n: int, generator: torch.Generator | None = None):
@@ -264,7 +264,7 @@ class GAN(nn.Module):
         if y is not None:
             return y
         gdev = generator.device if generator is not None else self.device
-        return torch.randint(0, self.num_classes, (n,), generator=generator, device=gdev).to(self.device)
+        return rng.randint(0, self.num_classes, (n,), generator=generator, device=gdev).to(self.device)
 
     def augment(self, x: torch.Tensor) -> torch.Tensor:
         return diff_augment(x, self.cfg.diffaug_policy) if self.cfg.diffaug else x
@@ -344,7 +344,6 @@ def configure_optimizers(model: GAN, model_cfg: Config, train_cfg) -> dict[str, 
     betas = tuple(train_cfg.adam_betas)
     lr_g = model_cfg.lr_g if model_cfg.lr_g is not None else train_cfg.lr
     lr_d = model_cfg.lr_d if model_cfg.lr_d is not None else train_cfg.lr
-    model.grad_clip = float(train_cfg.grad_clip or 0.0)
     kw = dict(betas=betas, weight_decay=train_cfg.weight_decay)
     if next(model.parameters()).is_cuda:
         kw["fused"] = True
@@ -359,7 +358,7 @@ def _grad_norm(params) -> torch.Tensor:
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
 
 
-def train_step(model, batch, opts, step: int, accel) -> dict:
+def train_step(model, batch, opts, step: int, accel, grad_clip: float = 0.0) -> dict:
     """``model.train.d_steps`` discriminator updates, then one generator update, on one real batch."""
     net: GAN = accel.unwrap_model(model)
     cfg = net.cfg
@@ -374,11 +373,11 @@ def train_step(model, batch, opts, step: int, accel) -> dict:
         d = model(x, y, phase="d", r1=r1)
         accel.backward(d["loss"])
         d_grad_norm = _grad_norm(d_params)
-        optimizer_step(accel, opts["d"], d_params, net.grad_clip)
+        optimizer_step(accel, opts["d"], d_params, grad_clip)
     g = model(None, y, phase="g", batch_size=x.shape[0])
     accel.backward(g["loss"])
     g_grad_norm = _grad_norm(g_params)
-    optimizer_step(accel, opts["g"], g_params, net.grad_clip)
+    optimizer_step(accel, opts["g"], g_params, grad_clip)
 
     d_loss, g_loss = d["loss"].detach(), g["loss"].detach()
     logs = {"loss": d_loss + g_loss, "d_loss": d_loss, "g_loss": g_loss,

@@ -55,9 +55,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import rng
 from ..data import KEEPS, make_mask  # noqa: F401  (re-exported: completion masks)
 from ..distributions import discretized_logistic_log_prob
 from ..errors import ImagegenError
+from ..restoration import check_offered
 from .base import bits_per_dim, check_labels, optimizer_step
 
 NAME = "pixelcnn"
@@ -559,6 +561,10 @@ def _raster_sample(model: AutoregressiveModel, x: torch.Tensor, known: torch.Ten
         cache = net.init_cache(x.new_zeros(n, height + p, width + 2 * p, c), y, height, width)
     per_channel = model.groups > 1  # a pixel's channels come from separate evaluations
     d = model.randoms_per_pixel()
+    # per-image streams (imagegen.rng): each image's uniforms for the whole raster in one draw, n calls in all
+    # instead of n per pixel (one kernel launch each on a GPU)
+    u_all = rng.rand(n, height, width, d, device=device, generator=generator) \
+        if isinstance(generator, rng.ImageGenerators) else None
     for i in range(height if rows is None else min(rows, height)):
         for j in range(width):
             k_ij = None if known is None else known[:, :, i, j]  # (n, C)
@@ -567,7 +573,7 @@ def _raster_sample(model: AutoregressiveModel, x: torch.Tensor, known: torch.Ten
                     cache["x"][:, i + p, j + p] = x[:, :, i, j]
                     net.at(cache, i, j)
                 continue
-            u = torch.rand(n, d, device=device, generator=generator)
+            u = u_all[:, i, j] if u_all is not None else torch.rand(n, d, device=device, generator=generator)
             pix = x[:, :, i, j] if k_ij is not None else torch.zeros(n, c, device=device)
             for chans in ([range(ci, ci + 1) for ci in range(c)] if per_channel else [range(c)]):
                 if cache is None:
@@ -591,7 +597,7 @@ def _model_labels(model: AutoregressiveModel, labels, n: int, device, generator)
         if not model.num_classes:
             return None
         # a class-conditional model without labels: draw y uniformly (p(x) = mean_y p(x | y))
-        return torch.randint(model.num_classes, (n,), device=device, generator=generator)
+        return rng.randint(0, model.num_classes, (n,), device=device, generator=generator)
     return check_labels(labels, n, model.num_classes, device)
 
 
@@ -693,8 +699,6 @@ def restore(model: AutoregressiveModel, y_meas: torch.Tensor, operator, labels=N
     pixels of the image, so only a noiseless mask is offered (it is :func:`complete`). Any other operator
     (a pooled, grey or noisy measurement) would need p(x | A x) summed over every image: a one-line error
     names the families that offer it."""
-    from ..restoration import check_offered
-
     check_offered(NAME, operator)  # a mask with noise asks for denoise too, which is not offered here
     return complete(model, y_meas, operator.mask, labels, generator, temperature=temperature, sampler=sampler)
 
@@ -706,7 +710,7 @@ def build(cfg: Config, data_info) -> nn.Module:
     return AutoregressiveModel(cfg, data_info)
 
 
-def train_step(model, batch, opts, step: int, accel) -> dict:
+def train_step(model, batch, opts, step: int, accel, grad_clip: float = 0.0) -> dict:
     inner = accel.unwrap_model(model)
     if inner.num_classes and batch.y is None:
         raise ImagegenError("model.class_cond=true but the batches carry no labels")
@@ -714,5 +718,5 @@ def train_step(model, batch, opts, step: int, accel) -> dict:
     dims = batch.x[0].numel()
     loss = nll_nats.mean() / dims  # nats per sub-pixel, so lr and clipping do not depend on image size
     accel.backward(loss)
-    optimizer_step(accel, opts["main"], model.parameters())
+    optimizer_step(accel, opts["main"], model.parameters(), grad_clip)
     return {"loss": loss.detach(), "nll_nats": nll_nats.mean().detach(), "bpd": loss.detach() / math.log(2.0)}

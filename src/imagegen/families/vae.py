@@ -21,8 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import rng
 from ..distributions import discretized_logistic_log_prob
 from ..errors import ImagegenError
+from ..restoration import Operator
+from ..restoration import mask as mask_operator
 from .base import check_labels, optimizer_step, strip_label
 
 NAME = "vae"
@@ -49,6 +52,7 @@ class Config:
 NLL_KIND = "IWAE upper bound on -log p(x) (Burda et al. 2015)"
 TRAIN_DEFAULTS = {"lr": 1e-3, "batch_size": 128, "ema_decay": 0.999}
 TEST_CONFIG = {"latent_dim": 4, "base_channels": 8, "channel_mult": [1, 1], "nll_samples": 4}
+SAMPLE_CHOICES = {"mode": ("mean", "sample")}  # the values sample() takes (the CLI offers them)
 
 
 def _groups(ch: int) -> int:
@@ -166,12 +170,12 @@ def build(cfg: Config, data_info) -> nn.Module:
     return VAE(cfg, data_info)
 
 
-def train_step(model, batch, opts, step: int, accel) -> dict:
+def train_step(model, batch, opts, step: int, accel, grad_clip: float = 0.0) -> dict:
     cfg = accel.unwrap_model(model).cfg
     warm = 1.0 if cfg.kl_warmup_steps <= 0 else min(1.0, (step + 1) / cfg.kl_warmup_steps)
     out = model(batch.x, batch.y, kl_weight=cfg.beta * warm)
     accel.backward(out["loss"])
-    optimizer_step(accel, opts["main"], model.parameters())
+    optimizer_step(accel, opts["main"], model.parameters(), grad_clip)
     return out
 
 
@@ -189,17 +193,17 @@ def sample(model: VAE, n: int, labels=None, generator=None, temperature: float =
     ``mode='sample'`` draws every pixel from p(x|z)."""
     device = next(model.parameters()).device
     y = _labels(model, labels, n, device)
-    z = torch.randn(n, model.cfg.latent_dim, device=device, generator=generator) * temperature
+    z = rng.randn(n, model.cfg.latent_dim, device=device, generator=generator) * temperature
     params = model.decode(z, y)
     if mode == "mean":
         return model.mean_image(params)
     if mode != "sample":
         raise ImagegenError(f"--mode must be mean or sample, got '{mode}'")
     if model.likelihood == "bernoulli":
-        u = torch.rand(params.shape, device=device, generator=generator)
+        u = rng.rand(params.shape, device=device, generator=generator)
         return (u < torch.sigmoid(params)).float() * 2 - 1
     mean, log_scale = params.chunk(2, dim=1)
-    u = torch.rand(mean.shape, device=device, generator=generator).clamp(1e-5, 1 - 1e-5)
+    u = rng.rand(mean.shape, device=device, generator=generator).clamp(1e-5, 1 - 1e-5)
     x = mean + log_scale.clamp(min=-7).exp() * (torch.log(u) - torch.log1p(-u))  # inverse logistic CDF
     return (torch.round((x.clamp(-1, 1) + 1) * 127.5) / 127.5 - 1)
 
@@ -256,8 +260,6 @@ def complete(model: VAE, x, mask, labels=None, generator=None, iterations: int =
     """Fill pixels where mask == 0 by pseudo-Gibbs sampling (Rezende et al. 2014, sec. 5.3): encode the
     current guess, draw z ~ q(z|x), decode, and put the known pixels back; repeat. The masked case of
     :func:`restore` (``method="gibbs"``)."""
-    from ..restoration import mask as mask_operator
-
     y = _labels(model, labels, x.shape[0], x.device)
     mask = mask.to(x.dtype).expand_as(x)
     cur = _gibbs(model, x * mask, mask_operator(mask), y, generator, iterations)
@@ -292,8 +294,6 @@ def restore(model: VAE, y_meas, operator, labels=None, generator=None, method: s
     draws of the prior; each image keeps its best fit (as GAN inversion does). ``auto``: gibbs for a
     noiseless y, latent for a noisy one (the projection of gibbs would keep the noise). A noiseless
     result is projected onto the measurements, so A(x) = y."""
-    from ..restoration import Operator
-
     if method not in RESTORE_METHODS:
         raise ImagegenError(f"--method must be one of {', '.join(RESTORE_METHODS)}, got '{method}'")
     if not isinstance(operator, Operator):

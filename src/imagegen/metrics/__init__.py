@@ -5,7 +5,7 @@
 * ``classifier``: the small MNIST / Fashion-MNIST CNN (feature space, classifier score, class accuracy).
 * ``cas``: Classification Accuracy Score and augmentation gain.
 
-``imagegen.evaluate`` puts them together with a recorded protocol; likelihoods come from
+``imagegen.evaluation`` puts them together with a recorded protocol; likelihoods come from
 ``imagegen.likelihood`` (the one NLL implementation, shared with ``imagegen eval-nll``).
 """
 

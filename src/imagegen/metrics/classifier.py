@@ -25,7 +25,11 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..checkpoint import atomic_save_tensors, atomic_write_bytes
+from ..config import DataConfig
+from ..data import _resize_u8, load_dataset, to_float
 from ..errors import ImagegenError
+from ..provenance import __version__
 from .fid import FeatureNet, file_sha256
 
 # binarised MNIST samples are digits too: they are scored by the MNIST classifier
@@ -72,8 +76,6 @@ class SmallCNN(nn.Module):
 def to_classifier_input(u8: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) uint8 -> (B, 1, 28, 28) float in [-1, 1]: colour -> luma, other sizes -> antialiased
     bicubic resize (the same path for real and generated images, so it cancels out of comparisons)."""
-    from ..data import _resize_u8, to_float
-
     if u8.shape[1] == 3:
         w = torch.tensor([0.299, 0.587, 0.114], device=u8.device).view(1, 3, 1, 1)
         u8 = (u8.float() * w).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
@@ -267,10 +269,6 @@ def train_classifier(dataset: str, data_root: str | None = None, out: str | Path
                      cfg: ClassifierTrainConfig | None = None, device=None, progress: bool = True) -> dict:
     """Train the dataset classifier on the train split, measure it on the test split and save it (by
     default into the package's weights folder). Returns the metadata written beside the weights."""
-    from ..checkpoint import atomic_save_tensors, atomic_write_bytes
-    from ..config import DataConfig
-    from ..data import load_dataset
-
     if dataset not in ("mnist", "fashion-mnist"):
         raise ImagegenError(f"train-classifier supports mnist and fashion-mnist, not '{dataset}'")
     if cfg is None:
@@ -283,8 +281,6 @@ def train_classifier(dataset: str, data_root: str | None = None, out: str | Path
     seconds = time.time() - t0
     acc = accuracy(model, test.images, test.labels)
     out = Path(out) if out is not None else packaged_weights(dataset)
-    from .. import __version__
-
     meta = {"dataset": dataset, "test_accuracy": round(acc, 5), "train_images": len(train),
             "test_images": len(test), "num_classes": train.info.num_classes, "feature_dim": FEATURE_DIM,
             "train_seconds": round(seconds, 1), "torch": torch.__version__, "imagegen": __version__,

@@ -20,7 +20,9 @@ import torch
 
 from .. import registry
 from ..api import LoadedModel, load
+from ..data import load_dataset
 from ..errors import ImagegenError
+from ..evaluation.runs import is_nll_result, saved_results
 
 # The contract functions the server offers, and the arguments of each that the request fills itself (the
 # rest, those with a default, are the family's own options, discovered from its signature).
@@ -133,17 +135,11 @@ class Run:
                 last = None
             if isinstance(last, dict):
                 out["evals.jsonl"] = _numbers(last)
-        for p in sorted(self.path.glob("*.json")):
-            try:
-                d = json.loads(p.read_text())
-            except (OSError, ValueError):
-                continue
-            if not isinstance(d, dict):
-                continue
-            if isinstance(d.get("summary"), dict) and d["summary"]:
-                out[p.name] = _numbers(d["summary"])
-            elif "bits_per_dim" in d and "nats" in d:
+        for p, d in saved_results(self.path):
+            if is_nll_result(d):  # eval-nll's: its own two numbers (its summary repeats them)
                 out[p.name] = _numbers({"nats": d["nats"], "bits_per_dim": d["bits_per_dim"]})
+            elif isinstance(d.get("summary"), dict) and d["summary"]:
+                out[p.name] = _numbers(d["summary"])
         return {k: v for k, v in out.items() if v}
 
     # ------------------------------------------------------------------ test images
@@ -151,8 +147,6 @@ class Run:
         """The test split of the run's dataset, when it is on disk (never downloaded by the server)."""
         with self._test_lock:
             if self._test is None:
-                from ..data import load_dataset
-
                 cfg = replace(self.model.config.data, download=False, limit=None)
                 try:
                     ds = load_dataset(cfg, split="test")
