@@ -437,3 +437,54 @@ def test_a_run_saved_before_the_pixelsnail_settings_still_resumes():
     assert trainer._same_setup(saved, cfg) is None
     other = config.resolve("pixelcnn", overrides={"model": {"blocks": 3}})
     assert trainer._same_setup(saved, other).startswith("model.blocks")
+
+
+GREY_8_COND = DataInfo(channels=1, size=6, num_classes=10, bits=8, name="grey-cond")
+
+
+@pytest.mark.parametrize("arch", pc.ARCHS)
+def test_guidance_mixes_the_logits_and_cached_equals_naive(arch):
+    """Classifier-free guidance: the null class is one more embedding row; g = 1 is the plain conditional draw,
+    g != 1 draws from l_null + g (l_y - l_null) for cached and naive samplers alike."""
+    model = _model(GREY_8_COND, arch, class_cond=True, label_dropout=0.1)
+    assert model.null_label == 10
+    labels = [3, 3, 8]
+
+    def draw(**kw):
+        return pc.sample(model, 3, labels=labels, generator=torch.Generator().manual_seed(5), **kw)
+
+    guided = {s: draw(sampler=s, guidance=2.5) for s in pc.SAMPLERS}
+    assert torch.equal(guided["naive"], guided["cached"])
+    assert not torch.equal(guided["cached"], draw(guidance=1.0))
+    # the first pixel by hand: softmax of the mixed logits at (0, 0) decides its level exactly as the sampler does
+    x0 = torch.zeros(3, 1, 6, 6)
+    y = torch.tensor(labels)
+    lc = model.net(x0, y)[:, :, 0, 0]
+    lu = model.net(x0, torch.full_like(y, 10))[:, :, 0, 0]
+    u = pc.rng.rand(3, 6, 6, 1, generator=pc.rng.ImageGenerators([5, 6, 7]))[:, 0, 0]  # what the sampler draws
+    want = pc.from_levels(pc._categorical(lu + 2.5 * (lc - lu), u[:, 0]))
+    got = pc.sample(model, 3, labels=labels, generator=pc.rng.ImageGenerators([5, 6, 7]), guidance=2.5)
+    assert torch.equal(got[:, 0, 0, 0], want)
+
+
+def test_guidance_needs_label_dropout_and_logits():
+    with pytest.raises(ImagegenError, match="label_dropout"):
+        pc.sample(_model(GREY_8_COND, class_cond=True), 2, labels=[1, 2], guidance=2.0)
+    rgb = DataInfo(channels=3, size=4, num_classes=10, bits=8, name="rgb-cond")
+    with pytest.raises(ImagegenError, match="logistic_mixture"):
+        pc.sample(_model(rgb, class_cond=True, label_dropout=0.1), 2, labels=[1, 2], guidance=2.0)
+
+
+def test_label_dropout_trains_the_null_class(accel):
+    from types import SimpleNamespace
+
+    model = _model(GREY_8_COND, class_cond=True, label_dropout=0.5).train()
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    x = _images(GREY_8_COND, 16)
+    batch = SimpleNamespace(x=x, y=torch.randint(0, 10, (16,)))
+    null_rows = [e.weight[10].clone() for e in model.modules() if isinstance(e, torch.nn.Embedding)]
+    assert null_rows and all(e.num_embeddings == 11 for e in model.modules() if isinstance(e, torch.nn.Embedding))
+    torch.manual_seed(0)  # half the labels become the null class
+    pc.train_step(model, batch, {"main": opt}, 0, accel)
+    after = [e.weight[10] for e in model.modules() if isinstance(e, torch.nn.Embedding)]
+    assert any(not torch.equal(a, b) for a, b in zip(after, null_rows))  # the null class was trained

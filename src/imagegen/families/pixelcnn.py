@@ -82,6 +82,10 @@ class Config:
     likelihood: str = "auto"  # auto | bernoulli | softmax | logistic_mixture
     mixture_components: int = 10  # logistic_mixture only (PixelCNN++ uses 10)
     class_cond: bool = False  # class-conditional biases in every layer (Gated PixelCNN eq. 4)
+    # P(label -> a "null" class) in training; > 0 adds that class, so the same net is also unconditional and
+    # sample(..., guidance=g) can mix the two: classifier-free guidance on the logits (Ho & Salimans 2022, as
+    # autoregressive image models use it, e.g. Yu et al. 2022, Parti); 0 keeps the plain conditional model
+    label_dropout: float = 0.0
     # pixelsnail only: `blocks` blocks of `layers` gated residual layers, each block ending in causal attention
     blocks: int = 2
     key_channels: int = 16  # attention keys/queries (per channel group)
@@ -90,7 +94,7 @@ class Config:
     RANGES: ClassVar[dict[str, str]] = {  # checked when a config is read (config.check_range)
         "hidden_channels": "[1,inf)", "layers": "[0,1000]", "kernel_size": "[1,inf)", "first_kernel_size": "[1,inf)",
         "head_channels": "[1,inf)", "mixture_components": "[1,inf)", "blocks": "[0,inf)", "key_channels": "[1,inf)",
-        "value_channels": "[1,inf)"}
+        "value_channels": "[1,inf)", "label_dropout": "[0,1)"}
 
 
 TRAIN_DEFAULTS = {"lr": 1e-3, "batch_size": 64, "ema_decay": 0.999}
@@ -461,6 +465,8 @@ class AutoregressiveModel(nn.Module):
             self.likelihood = cfg.likelihood
         self.channels = c
         self.num_classes = info.num_classes if cfg.class_cond else 0
+        # the null class of classifier-free guidance: one more embedding row, index num_classes
+        self.null_label = self.num_classes if self.num_classes and cfg.label_dropout > 0 else None
         self.mixtures = cfg.mixture_components
         if self.likelihood == "logistic_mixture":
             groups, out_ch = 1, self.mixtures * (1 + 2 * c + _n_coeffs(c))
@@ -474,7 +480,7 @@ class AutoregressiveModel(nn.Module):
             from .pixelsnail_net import PixelSNAIL as arch  # a sibling module that imports this one
         else:
             arch = GatedPixelCNN if cfg.arch == "gated" else PixelCNN
-        self.net = arch(cfg, c, out_ch, groups, out_groups, self.num_classes)
+        self.net = arch(cfg, c, out_ch, groups, out_groups, self.num_classes + (self.null_label is not None))
 
     def log_prob(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """log p(x) summed over the image: params (B, P, H, W), x (B, C, H, W) in [-1, 1] -> (B,) nats."""
@@ -544,21 +550,39 @@ def _categorical(logits: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------- sampling
 
 
+def _guided_batch(model: AutoregressiveModel, x, known, y, guidance: float):
+    """Classifier-free guidance doubles the batch: rows n.. are the same images with the null label."""
+    if model.null_label is None:
+        raise ImagegenError("--guidance needs a class-conditional model trained with label dropout "
+                            "(--set model.class_cond=true --set model.label_dropout=0.1); this one was not")
+    if model.likelihood == "logistic_mixture":
+        raise ImagegenError("--guidance mixes logits: it works with the softmax and bernoulli likelihoods, "
+                            "not logistic_mixture")
+    known = None if known is None else torch.cat([known, known])
+    return torch.cat([x, x]), known, torch.cat([y, torch.full_like(y, model.null_label)])
+
+
 def _raster_sample(model: AutoregressiveModel, x: torch.Tensor, known: torch.Tensor | None, y,
-                   generator, temperature: float, sampler: str, rows: int | None = None) -> torch.Tensor:
+                   generator, temperature: float, sampler: str, rows: int | None = None,
+                   guidance: float = 1.0) -> torch.Tensor:
     """Fill ``x`` (n, C, H, W) in raster order; where ``known`` (n, C, H, W) bool is true, keep x.
-    ``rows`` stops after that many rows (benchmarks time the naive sampler on a few rows)."""
+    ``rows`` stops after that many rows (benchmarks time the naive sampler on a few rows). ``guidance`` g != 1
+    draws each pixel from the logits l_null + g (l_y - l_null) (classifier-free guidance)."""
     if sampler not in SAMPLERS:
         raise ImagegenError(f"--sampler must be one of {', '.join(SAMPLERS)}, got '{sampler}'")
     if not temperature > 0:
         raise ImagegenError(f"--temperature must be positive, got {temperature}")
-    n, c, height, width = x.shape
+    n = x.shape[0]  # images; the network may see twice as many rows (guidance)
+    guided = guidance != 1.0
+    if guided:
+        x, known, y = _guided_batch(model, x, known, y, guidance)
+    rows_net, c, height, width = x.shape
     device = x.device
     x = x.clone()
     net = model.net
     cache, p = None, net.pad
     if sampler == "cached":
-        cache = net.init_cache(x.new_zeros(n, height + p, width + 2 * p, c), y, height, width)
+        cache = net.init_cache(x.new_zeros(rows_net, height + p, width + 2 * p, c), y, height, width)
     per_channel = model.groups > 1  # a pixel's channels come from separate evaluations
     d = model.randoms_per_pixel()
     # per-image streams (imagegen.rng): each image's uniforms for the whole raster in one draw, n calls in all
@@ -574,7 +598,7 @@ def _raster_sample(model: AutoregressiveModel, x: torch.Tensor, known: torch.Ten
                     net.at(cache, i, j)
                 continue
             u = u_all[:, i, j] if u_all is not None else torch.rand(n, d, device=device, generator=generator)
-            pix = x[:, :, i, j] if k_ij is not None else torch.zeros(n, c, device=device)
+            pix = x[:, :, i, j] if k_ij is not None else torch.zeros(rows_net, c, device=device)
             for chans in ([range(ci, ci + 1) for ci in range(c)] if per_channel else [range(c)]):
                 if cache is None:
                     x[:, :, i, j] = pix
@@ -582,14 +606,18 @@ def _raster_sample(model: AutoregressiveModel, x: torch.Tensor, known: torch.Ten
                 else:
                     cache["x"][:, i + p, j + p] = pix
                     params = net.at(cache, i, j)
-                new = model.sample_channels(params, chans, pix, u, temperature)
+                if guided:  # (2n, P) -> (n, P): l_null + g (l_y - l_null), then both halves take the draw
+                    params = params[n:] + guidance * (params[:n] - params[n:])
+                    new = model.sample_channels(params, chans, pix[:n], u, temperature).repeat(2, 1)
+                else:
+                    new = model.sample_channels(params, chans, pix, u, temperature)
                 pix = new if k_ij is None else torch.where(k_ij, pix, new)
             x[:, :, i, j] = pix
             if cache is not None:
                 cache["x"][:, i + p, j + p] = pix
         if cache is not None:
             net.row_done(cache, i, width)
-    return x
+    return x[:n]
 
 
 def _model_labels(model: AutoregressiveModel, labels, n: int, device, generator) -> torch.Tensor | None:
@@ -603,15 +631,16 @@ def _model_labels(model: AutoregressiveModel, labels, n: int, device, generator)
 
 @torch.no_grad()
 def sample(model: AutoregressiveModel, n: int, labels=None, generator=None, temperature: float = 1.0,
-           sampler: str = "cached") -> torch.Tensor:
+           sampler: str = "cached", guidance: float = 1.0) -> torch.Tensor:
     """``n`` images (n, C, H, W) in [-1, 1], pixel by pixel in raster order. ``temperature`` divides the
     logits (and multiplies the logistic scales); ``sampler``: cached (fast) or naive (the reference).
-    A class-conditional model given no labels draws them uniformly."""
+    A class-conditional model given no labels draws them uniformly. ``guidance`` g != 1 (a model trained with
+    ``model.label_dropout`` > 0): classifier-free guidance, each sub-pixel drawn from l_null + g (l_y - l_null)."""
     device = next(model.parameters()).device
     y = _model_labels(model, labels, n, device, generator)
     s = model.info.size
     x = torch.zeros(n, model.channels, s, s, device=device)
-    return _raster_sample(model, x, None, y, generator, temperature, sampler)
+    return _raster_sample(model, x, None, y, generator, temperature, sampler, guidance=guidance)
 
 
 @torch.no_grad()
@@ -714,7 +743,11 @@ def train_step(model, batch, opts, step: int, accel, grad_clip: float = 0.0) -> 
     inner = accel.unwrap_model(model)
     if inner.num_classes and batch.y is None:
         raise ImagegenError("model.class_cond=true but the batches carry no labels")
-    nll_nats = model(batch.x, batch.y if inner.num_classes else None)  # (B,)
+    y = batch.y if inner.num_classes else None
+    if y is not None and inner.null_label is not None:  # label dropout: the null class learns p(x)
+        y = torch.where(torch.rand(y.shape, device=y.device) < inner.cfg.label_dropout,
+                        torch.full_like(y, inner.null_label), y)
+    nll_nats = model(batch.x, y)  # (B,)
     dims = batch.x[0].numel()
     loss = nll_nats.mean() / dims  # nats per sub-pixel, so lr and clipping do not depend on image size
     accel.backward(loss)
