@@ -24,8 +24,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from _bench import run_main  # benchmarks/_bench.py, beside this script
 from imagegen import config, registry
-from imagegen.data import DataInfo
-from imagegen.data import Batch
+from imagegen.data import Batch, DataInfo
 from imagegen.families.base import default_optimizers
 from imagegen.provenance import commit_label, hardware_label
 

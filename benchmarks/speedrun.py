@@ -26,12 +26,12 @@ import argparse
 import json
 from pathlib import Path
 
-import speedrun_peers as peers  # benchmarks/speedrun_peers.py
 import torch
-from imagegen.provenance import commit_label, hardware_label
 
 import latent_quality as lq  # benchmarks/latent_quality.py, beside this script
+import speedrun_peers as peers  # benchmarks/speedrun_peers.py
 from _bench import run_main, save_row
+from imagegen.provenance import commit_label, hardware_label
 
 GUIDED_FLOW = {"sampler": "dpmpp-2m", "steps": 10, "guidance": 2.0}
 # name -> (family, preset, extra --set overrides, latent?, sampling options); the same shape as latent_quality's
