@@ -390,5 +390,7 @@ def test_eval_compare_and_eval_folder_take_one_option_set():
     sampling = {name for name, _, _ in cli_eval.SAMPLING_OPTIONS}
     assert all(scoring <= p for p in params.values())
     assert sampling <= params["eval"] and sampling <= params["compare"] and not sampling & params["eval-folder"]
+    # read from the families' sample(): options no list in the CLI names (the VAE's mode, diffusion's schedule)
+    assert {"mode", "schedule", "guidance", "temperature", "truncation", "sampler"} <= sampling
     folder_n = next(p for p in commands["eval-folder"].params if p.name == "n")
     assert folder_n.default == 0  # eval-folder's --n means "the first N images, 0: all"

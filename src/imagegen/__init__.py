@@ -43,7 +43,8 @@ LAYERS = (
     ("evaluation", ("imagegen.evaluation", "imagegen.likelihood")),
     ("trainer", ("imagegen.trainer",)),
     ("api", ("imagegen.api",)),
-    ("front ends", ("imagegen.cli", "imagegen.cli_eval", "imagegen.cli_report", "imagegen.cli_restore",
+    ("front ends", ("imagegen.cli", "imagegen.cli_options", "imagegen.cli_eval", "imagegen.cli_report",
+                    "imagegen.cli_restore",
                     "imagegen.cli_serve", "imagegen.server", "imagegen.report", "imagegen.demo", "imagegen")),
 )
 

@@ -20,6 +20,7 @@ import torch
 import typer
 
 from . import api, checkpoint, config, registry
+from .cli_options import family_options, option_help
 from .data import (
     ARRAY_EXTENSIONS,
     DATASETS,
@@ -169,53 +170,6 @@ def train_cmd(
 # the run is loaded (api.check_options): an option the run's family does not take is a one-line error naming
 # the ones it does.
 
-_CONTRACT_ARGS = frozenset({"model", "n", "x", "mask", "a", "b", "frames", "strength", "labels", "generator"})
-# options the CLI offered before they were generated, kept so scripts keep working (no family takes them now)
-_KEPT_FLAGS = {"interpolate": {"sampler": str}}
-
-
-def family_options(fn_name: str, exclude: frozenset = frozenset()) -> dict[str, dict]:
-    """name -> {type, default per family, choices per family} of the keyword options that the registered
-    families' ``fn_name`` functions take (the contract's own arguments left out)."""
-    found: dict[str, dict] = {}
-    for family in registry.FAMILIES:
-        fam = registry.get_family(family)
-        fn = getattr(fam, fn_name, None)
-        if fn is None or (fn_name == "sample" and not registry.generative(family)):
-            continue
-        hints = typing.get_type_hints(fn)
-        choices = getattr(fam, "SAMPLE_CHOICES", {}) if fn_name in ("sample", "complete") else {}
-        for name, param in inspect.signature(fn).parameters.items():
-            if name in _CONTRACT_ARGS or name in exclude or param.default is inspect.Parameter.empty:
-                continue
-            kind = type(param.default) if param.default is not None else _plain_type(hints.get(name, str))
-            entry = found.setdefault(name, {"type": kind, "defaults": {}, "choices": {}})
-            if entry["type"] is not kind:  # int in one family, float in another: take the wider
-                entry["type"] = float if {entry["type"], kind} <= {int, float} else str
-            entry["defaults"][family] = param.default
-            if name in choices:
-                entry["choices"][family] = tuple(choices[name])
-    for name, kind in _KEPT_FLAGS.get(fn_name, {}).items():
-        found.setdefault(name, {"type": kind, "defaults": {}, "choices": {}})
-    return found
-
-
-def _plain_type(hint) -> type:
-    """``int | None`` -> int; anything but bool/int/float -> str."""
-    args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
-    return args[0] if args[0] in (bool, int, float) else str
-
-
-def _option_help(name: str, entry: dict) -> str:
-    if not entry["defaults"]:
-        return "not taken by any family (kept for old scripts)"
-    parts = []
-    for family, default in entry["defaults"].items():
-        values = entry["choices"].get(family)
-        parts.append(f"{family}: {' | '.join(map(str, values))}" if values else f"{family}, default {default}")
-    return "; ".join(parts)
-
-
 def with_family_options(fn_name: str, exclude: frozenset = frozenset()):
     """Give a command one ``--flag`` per option of the families' ``fn_name`` (see ``family_options``); the
     command receives the ones the user gave as ``options: dict``."""
@@ -233,7 +187,7 @@ def with_family_options(fn_name: str, exclude: frozenset = frozenset()):
             kind = entry["type"]
             decls = [f"--{name.replace('_', '-')}/--no-{name.replace('_', '-')}"] if kind is bool else []
             params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY,
-                                            default=typer.Option(None, *decls, help=_option_help(name, entry)),
+                                            default=typer.Option(None, *decls, help=option_help(name, entry)),
                                             annotation=kind | None))
             hints[name] = kind | None
 

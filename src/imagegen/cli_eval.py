@@ -16,6 +16,7 @@ from pathlib import Path
 
 import typer
 
+from .cli_options import sampling_options
 from .device import pick_device
 from .evaluation import (
     FEATURES,
@@ -67,12 +68,9 @@ SCORING_OPTIONS = (
     ("aug_real", int, typer.Option(1000, help="real images in the augmentation comparison")),
     ("refresh_cache", bool, typer.Option(False, help="recompute cached reference features")),
 )
-# what eval and compare also take: options for the families' sample (each goes to the families that take it)
-SAMPLING_OPTIONS = (
-    ("sampler", str | None, SAMPLER_OPT), ("steps", int | None, STEPS_OPT), ("guidance", float | None, GUIDANCE_OPT),
-    ("temperature", float | None, TEMPERATURE_OPT), ("truncation", float | None, TRUNCATION_OPT),
-    ("eta", float | None, typer.Option(None, help="DDIM eta")),
-)
+# the sampling options of `eval` and `compare`: every keyword option of a family's `sample`, read from the
+# contract (imagegen.cli_options), so e.g. the VAE's --mode reaches evaluation as it reaches `imagegen sample`
+SAMPLING_OPTIONS = sampling_options()
 _SCORING = {name for name, _, _ in SCORING_OPTIONS}
 _SAMPLING = {name for name, _, _ in SAMPLING_OPTIONS}
 
