@@ -30,3 +30,15 @@ def save_row(row: dict, path: str | Path) -> None:
     width = max(len(k) for k in row)
     for k, v in row.items():
         print(f"{k:<{width}}  {v}")
+
+
+def pick(text: str, known, what: str) -> list[str]:
+    """The names of a comma list (``--recipes a,b``), each checked against ``known``: an unknown one is the
+    one-line ``ImagegenError`` naming the choices."""
+    from imagegen.errors import ImagegenError
+
+    names = [r for r in text.split(",") if r]
+    unknown = [r for r in names if r not in known]
+    if unknown:
+        raise ImagegenError(f"unknown {what} '{unknown[0]}'; choose from {', '.join(known)}")
+    return names

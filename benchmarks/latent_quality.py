@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _bench import run_main, save_row  # benchmarks/_bench.py, beside this script
+from _bench import pick, run_main, save_row  # benchmarks/_bench.py, beside this script
 from imagegen.provenance import commit_label, hardware_label
 
 # name -> (family, preset, extra --set overrides, latent?, sampling options for scoring and timing)
@@ -193,13 +193,10 @@ def score_first_stage(args, ae_dir: Path) -> dict:
             "psnr_db": round(float(psnr(x, rec).mean()), 2), **res}
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", default="mnist")
-    p.add_argument("--data-root", type=Path, default=None)
+def add_common_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of a run of recipes (this script's and benchmarks/speedrun.py's): budgets, scoring, overrides."""
     p.add_argument("--budget", default="5m", help="training time of every row, the first stage included")
     p.add_argument("--ae-budget", default="2m", help="the shared first stage's part of --budget")
-    p.add_argument("--recipes", default=",".join(RECIPES), help=f"comma list of: {', '.join(RECIPES)}")
     p.add_argument("--n", type=int, default=2000, help="samples scored against as many test images")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=None, help="sampling steps of every diffusion/flow recipe")
@@ -209,16 +206,19 @@ def main() -> None:
     p.add_argument("--set", action="append", default=[], help="an override for every recipe, e.g. train.lr=1e-3")
     p.add_argument("--skip-train", action="store_true", help="score the runs already in --out")
     p.add_argument("--skip-score", action="store_true", help="train (and time the grids) only")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", default="mnist")
+    p.add_argument("--data-root", type=Path, default=None)
+    add_common_arguments(p)
+    p.add_argument("--recipes", default=",".join(RECIPES), help=f"comma list of: {', '.join(RECIPES)}")
     p.add_argument("--nfe", type=lambda v: [int(x) for x in v.split(",") if x], default=[],
                    help="also score classifier FD of the latent diffusion recipes at these network calls, e.g. 4,10,20")
     p.add_argument("--out", type=Path, default=Path("runs/latent-quality"))
     args = p.parse_args()
-    names = [r for r in args.recipes.split(",") if r]
-    unknown = [r for r in names if r not in RECIPES]
-    if unknown:
-        from imagegen.errors import ImagegenError
-
-        raise ImagegenError(f"unknown recipe '{unknown[0]}'; choose from {', '.join(RECIPES)}")
+    names = pick(args.recipes, RECIPES, "recipe")
 
     ae_dir = args.out / "first-stage"
     ae_minutes = minutes(args.ae_budget)

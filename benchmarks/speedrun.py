@@ -30,7 +30,7 @@ import torch
 
 import latent_quality as lq  # benchmarks/latent_quality.py, beside this script
 import speedrun_peers as peers  # benchmarks/speedrun_peers.py
-from _bench import run_main, save_row
+from _bench import pick, run_main, save_row
 from imagegen.provenance import commit_label, hardware_label
 
 GUIDED_FLOW = {"sampler": "dpmpp-2m", "steps": 10, "guidance": 2.0}
@@ -91,33 +91,17 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default="mnist", help="mnist or fashion-mnist (the datasets with a shipped classifier)")
     p.add_argument("--data-root", type=Path, default=None)
-    p.add_argument("--budget", default="5m", help="training time of every row, a latent row's first stage included")
-    p.add_argument("--ae-budget", default="2m", help="the shared first stage's part of --budget")
+    lq.add_common_arguments(p)
     p.add_argument("--recipes", default=DEFAULT, help=f"comma list of: {', '.join(RECIPES)} (empty: none)")
     p.add_argument("--peers", default=",".join(peers.PEERS), help=f"comma list of: {', '.join(peers.PEERS)}")
-    p.add_argument("--n", type=int, default=2000, help="samples scored against as many test images")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=None, help="sampling steps of every diffusion/flow recipe")
     p.add_argument("--ddpm-steps", type=int, default=20,
                    help="the hf-ddpm peer's DDIM steps (its course samples 1000 DDPM steps: hours for 2,000 on a CPU)")
-    p.add_argument("--inception-weights", default=None)
-    p.add_argument("--metrics", default="cfd,cscore,fid", help="what imagegen eval takes (cacc is added for "
-                                                                  "class-conditional recipes)")
-    p.add_argument("--set", action="append", default=[], help="an override for every recipe, e.g. train.lr=1e-3")
-    p.add_argument("--skip-train", action="store_true", help="score the runs already in --out")
-    p.add_argument("--skip-score", action="store_true", help="train (and time the grids) only")
     p.add_argument("--no-ablation", action="store_true", help="skip scoring the sampling levers (ABLATE_SAMPLING)")
     p.add_argument("--out", type=Path, default=Path("runs/speedrun"))
     args = p.parse_args()
-    names = [r for r in args.recipes.split(",") if r]
-    peer_names = [r for r in args.peers.split(",") if r]
-    for given, known, what in ((names, RECIPES, "recipe"), (peer_names, peers.PEERS, "peer")):
-        unknown = [r for r in given if r not in known]
-        if unknown:
-            from imagegen.errors import ImagegenError
-
-            raise ImagegenError(f"unknown {what} '{unknown[0]}'; choose from {', '.join(known)}")
-    if not args.metrics.count("fid") or args.inception_weights is None:
+    names = pick(args.recipes, RECIPES, "recipe")
+    peer_names = pick(args.peers, peers.PEERS, "peer")
+    if args.inception_weights is None:  # Inception FID needs the local weights (no download here)
         args.metrics = ",".join(m for m in args.metrics.split(",") if m != "fid")
     args.out.mkdir(parents=True, exist_ok=True)
     ae_dir = args.out / "first-stage"

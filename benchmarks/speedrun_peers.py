@@ -49,7 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from _bench import run_main, save_row  # benchmarks/_bench.py, beside this script
+from _bench import pick, run_main, save_row  # benchmarks/_bench.py, beside this script
 from imagegen.evaluation import evaluate_folder  # the one line naming the evaluator
 from imagegen.provenance import commit_label, hardware_label
 
@@ -452,10 +452,7 @@ def run_peer(name: str, out: Path, *, skip_score: bool = False, inception_weight
              metrics: str | None = None, **options) -> dict:
     """Train, sample and (unless ``skip_score``) score one peer; write and return its row. ``options``: those of
     ``train_and_sample_peer`` (data, data_root, budget_s, n, seed, threads, sampling, train_images_u8)."""
-    if name not in PEERS:
-        from imagegen.errors import ImagegenError
-
-        raise ImagegenError(f"unknown peer '{name}'; choose from {', '.join(PEERS)}")
+    pick(name, PEERS, "peer")  # a one-line error for an unknown one
     out = Path(out)
     row = train_and_sample_peer(name, out, **options)
     if not skip_score:
@@ -484,12 +481,8 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("runs/peers"))
     args = p.parse_args()
     from imagegen.config import parse_budget
-    from imagegen.errors import ImagegenError
 
-    names = [r for r in args.peers.split(",") if r]
-    unknown = [r for r in names if r not in PEERS]
-    if unknown:
-        raise ImagegenError(f"unknown peer '{unknown[0]}'; choose from {', '.join(PEERS)}")
+    names = pick(args.peers, PEERS, "peer")
     budget_s = parse_budget(args.budget) * 60
     commit = commit_label()  # before training: the code that ran
     sampling = {"sampler": args.ddpm_sampler, "steps": args.ddpm_steps}

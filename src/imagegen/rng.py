@@ -54,22 +54,23 @@ def _size(size) -> tuple[int, ...]:
     return tuple(size[0]) if len(size) == 1 and isinstance(size[0], (tuple, list, torch.Size)) else tuple(size)
 
 
-def randn(*size, generator=None, device=None, dtype=None) -> torch.Tensor:
-    """``torch.randn(*size, generator=generator, device=device, dtype=dtype)``, or per image."""
+def _draw(fn, size, generator, device, dtype) -> torch.Tensor:
+    """``fn(size, generator=..., device=..., dtype=...)`` (torch.randn or torch.rand), or per image."""
     size = _size(size)
     if isinstance(generator, ImageGenerators):
-        return generator._stack(lambda s, g: torch.randn(s, generator=g, device=generator.device, dtype=dtype),
+        return generator._stack(lambda s, g: fn(s, generator=g, device=generator.device, dtype=dtype),
                                 size).to(device or generator.device)
-    return torch.randn(size, generator=generator, device=device, dtype=dtype)
+    return fn(size, generator=generator, device=device, dtype=dtype)
+
+
+def randn(*size, generator=None, device=None, dtype=None) -> torch.Tensor:
+    """``torch.randn(*size, generator=generator, device=device, dtype=dtype)``, or per image."""
+    return _draw(torch.randn, size, generator, device, dtype)
 
 
 def rand(*size, generator=None, device=None, dtype=None) -> torch.Tensor:
     """``torch.rand(*size, generator=generator, device=device, dtype=dtype)``, or per image."""
-    size = _size(size)
-    if isinstance(generator, ImageGenerators):
-        return generator._stack(lambda s, g: torch.rand(s, generator=g, device=generator.device, dtype=dtype),
-                                size).to(device or generator.device)
-    return torch.rand(size, generator=generator, device=device, dtype=dtype)
+    return _draw(torch.rand, size, generator, device, dtype)
 
 
 def randint(low: int, high: int, size, generator=None, device=None) -> torch.Tensor:
