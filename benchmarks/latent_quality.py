@@ -65,17 +65,23 @@ def _sample_options(args, name: str, table: dict | None = None) -> dict:
 def _encode_seconds(args, ae_dir: Path) -> float:
     """Encode the training split once with the first stage, as a latent run's trainer does (the cache then
     serves every latent recipe); the time is charged to every latent recipe's budget."""
-    from imagegen.config import DataConfig
-    from imagegen.data import cache_dir, load_dataset
-    from imagegen.latent import encode_dataset, load_first_stage
+    from imagegen.data import cache_dir
 
-    stage = load_first_stage(ae_dir)
     for old in (cache_dir() / "latents").glob("*.safetensors"):
         old.unlink()  # time a real encoding, not a cache hit
     t0 = time.perf_counter()
-    data_cfg = DataConfig(name=args.data, root=str(args.data_root) if args.data_root else None)
-    encode_dataset(stage, load_dataset(data_cfg, "train"), data_cfg)
+    _encode_train_split(args, ae_dir)
     return time.perf_counter() - t0
+
+
+def _encode_train_split(args, ae_dir: Path) -> None:
+    """The training split's codes under the first stage in ``ae_dir``, into the cache every latent run reads."""
+    from imagegen.config import DataConfig
+    from imagegen.data import load_dataset
+    from imagegen.latent import encode_dataset, load_first_stage
+
+    data_cfg = DataConfig(name=args.data, root=str(args.data_root) if args.data_root else None)
+    encode_dataset(load_first_stage(ae_dir), load_dataset(data_cfg, "train"), data_cfg)
 
 
 def train_first_stage(args, ae_dir: Path, ae_minutes: float, preset: str = "autoencoder-mnist",
@@ -93,6 +99,20 @@ def train_first_stage(args, ae_dir: Path, ae_minutes: float, preset: str = "auto
     (ae_dir / "timing.json").write_text(json.dumps({"train_wall_s": round(ae_wall, 1),
                                                     "encode_train_split_s": round(encode_s, 1)}))
     print(f"first stage: {ae_wall:.0f} s wall clock, encoding the training split {encode_s:.1f} s")
+    return ae_minutes + encode_s / 60
+
+
+def first_stage_for(args, ae_dir: Path, ae_minutes: float) -> float:
+    """The shared first stage's minutes, charged to every latent recipe: trained now, or (``--reuse-first-stage``)
+    the one in ``ae_dir`` at the minutes it took then, its encoding included."""
+    if not args.reuse_first_stage:
+        return train_first_stage(args, ae_dir, ae_minutes)
+    timing = ae_dir / "timing.json"
+    if not timing.is_file():
+        raise SystemExit(f"--reuse-first-stage: no {timing}; run once without it to train the first stage")
+    encode_s = json.loads(timing.read_text())["encode_train_split_s"]
+    _encode_train_split(args, ae_dir)  # the cache, as timed then (a cache hit if it is still there)
+    print(f"first stage: reusing {ae_dir} ({ae_minutes:g} min + encoding {encode_s} s charged to each latent row)")
     return ae_minutes + encode_s / 60
 
 
@@ -206,6 +226,9 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", default=[], help="an override for every recipe, e.g. train.lr=1e-3")
     p.add_argument("--skip-train", action="store_true", help="score the runs already in --out")
     p.add_argument("--skip-score", action="store_true", help="train (and time the grids) only")
+    p.add_argument("--reuse-first-stage", action="store_true",
+                   help="train only the recipes, on the first stage already in --out, charging each latent recipe "
+                        "the minutes its timing.json records (--ae-budget plus the encoding)")
 
 
 def main() -> None:
@@ -225,7 +248,7 @@ def main() -> None:
     if not args.skip_train:
         first_stage_minutes = 0.0
         if any(RECIPES[r][3] for r in names):
-            first_stage_minutes = train_first_stage(args, ae_dir, ae_minutes)
+            first_stage_minutes = first_stage_for(args, ae_dir, ae_minutes)
         for name in names:
             train_recipe(args, name, ae_dir, first_stage_minutes)
     if args.skip_score:

@@ -38,7 +38,7 @@ GUIDED_FLOW = {"sampler": "dpmpp-2m", "steps": 10, "guidance": 2.0}
 RECIPES: dict[str, tuple[str, str | None, list[str], bool, dict]] = {
     # our four families, each at its best measured 5-minute recipe (the presets' headers give the numbers)
     "diffusion-5m": ("diffusion", "ldm-mnist-5m", [], True, GUIDED_FLOW),
-    "pixelcnn-5m": ("pixelcnn", "latent-pixelcnn-mnist-5m", [], True, {"guidance": 2.0}),
+    "pixelcnn-5m": ("pixelcnn", "latent-pixelcnn-mnist-5m", [], True, {"guidance": 2.0, "temperature": 0.4}),
     "vae-5m": ("vae", "latent-vae-mnist-5m", [], True, {"temperature": 0.8}),
     "gan-5m": ("gan", "gan-mnist-5m", [], False, {}),
     # what a user starts from: the family defaults / the old presets, at the same minutes
@@ -51,8 +51,10 @@ DEFAULT = "diffusion-5m,pixelcnn-5m,vae-5m,gan-5m"
 # the sampling levers of the ablation: the same trained run scored again with each of these instead
 ABLATE_SAMPLING: dict[str, list[dict]] = {
     "diffusion-5m": [{**GUIDED_FLOW, "guidance": 1.0}, {**GUIDED_FLOW, "guidance": 3.0}],
-    "pixelcnn-5m": [{"guidance": 1.0}, {"guidance": 3.0}],
-    "vae-5m": [{"temperature": 1.0}],
+    "pixelcnn-5m": [{"guidance": 1.0}, {"guidance": 2.0}, {"guidance": 3.0}, {"guidance": 1.0, "temperature": 0.4},
+                    {"guidance": 2.0, "temperature": 0.7}],
+    "vae-5m": [{"temperature": 1.0}, {"temperature": 1.0, "prior": "standard"},
+               {"temperature": 0.8, "prior": "standard"}],
     "gan-5m": [{"truncation": 1.5}],
 }
 
@@ -113,7 +115,7 @@ def main() -> None:
     if not args.skip_train:
         first_stage_minutes = 0.0
         if any(RECIPES[r][3] for r in names):
-            first_stage_minutes = lq.train_first_stage(args, ae_dir, lq.minutes(args.ae_budget))
+            first_stage_minutes = lq.first_stage_for(args, ae_dir, lq.minutes(args.ae_budget))
         for name in names:
             lq.train_recipe(args, name, ae_dir, first_stage_minutes, RECIPES)
         for name in peer_names:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from imagegen import api, checkpoint, config, registry
-from imagegen.data import Batch, DataInfo
+from imagegen.data import Batch, DataInfo, ImageDataset
 from imagegen.families.base import default_optimizers
 from imagegen.rng import ImageGenerators
 
@@ -21,6 +21,11 @@ def _setup(name, info=INFO, **model_overrides):
     cfg = config.resolve(name, overrides={"model": overrides, "train": {"batch_size": 8}})
     torch.manual_seed(0)
     model = fam.build(cfg.model, info)
+    if hasattr(fam, "after_training"):  # what it fits after training (the VAE's prior) is then part of every test
+        g = torch.Generator().manual_seed(2)
+        images = torch.randint(0, 256, (64, info.channels, info.size, info.size), generator=g, dtype=torch.uint8)
+        model.eval()
+        fam.after_training(model, ImageDataset(images, torch.arange(64) % max(1, info.num_classes), info))
     opts = (fam.configure_optimizers(model, cfg.model, cfg.train) if hasattr(fam, "configure_optimizers")
             else default_optimizers(model, cfg.model, cfg.train))
     return fam, cfg, model, opts

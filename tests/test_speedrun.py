@@ -16,7 +16,7 @@ from imagegen.families import diffusion as D
 # preset -> (first stage needed?, the sampling options benchmarks/speedrun.py scores it with)
 FIVE_MINUTE = {
     "ldm-mnist-5m": (True, {"sampler": "dpmpp-2m", "steps": 3, "guidance": 2.0}),
-    "latent-pixelcnn-mnist-5m": (True, {"guidance": 2.0}),
+    "latent-pixelcnn-mnist-5m": (True, {"guidance": 2.0, "temperature": 0.4}),
     "latent-vae-mnist-5m": (True, {"temperature": 0.8}),
     "gan-mnist-5m": (False, {}),
 }

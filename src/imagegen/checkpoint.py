@@ -256,7 +256,9 @@ class Checkpoint:
     def load_module(self, module: torch.nn.Module, prefix: str = "model") -> None:
         sd = self.section(prefix)
         own = module.state_dict()
-        missing = [k for k in own if k not in sd]
+        # state a module added later (its OPTIONAL_STATE, e.g. the VAE's fitted prior) may be absent from older files
+        optional = set(getattr(module, "OPTIONAL_STATE", ()))
+        missing = [k for k in own if k not in sd and k not in optional]
         extra = [k for k in sd if k not in own]
         wrong = [k for k in own if k in sd and tuple(own[k].shape) != tuple(sd[k].shape)]
         if missing or extra or wrong:
@@ -265,7 +267,7 @@ class Checkpoint:
                       f"{tuple(own[wrong[0]].shape)} in the model")
             raise ImagegenError(f"{self.path} does not fit this model ({detail}); its config differs from "
                                 f"the one used now: load it with its own config.json or retrain")
-        module.load_state_dict(sd)
+        module.load_state_dict(sd, strict=all(k in sd for k in own))
 
     def load_optimizers(self, optimizers: dict[str, torch.optim.Optimizer]) -> None:
         for name, opt in optimizers.items():

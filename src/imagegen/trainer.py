@@ -323,9 +323,11 @@ def train(cfg: RunConfig, out: str | Path, *, fresh: bool = False, progress: boo
             if t.ckpt_every and state.step % t.ckpt_every == 0:
                 save_checkpoint(run, state)
 
-    # Save the last step.
+    # Fit what the family fits in closed form once gradient training ends, then save the last step.
     bar.close()
     check_finite(run, state, "at the end of training")
+    if not state.interrupted:
+        after_training(run, state)
     if state.last_saved != state.step:
         save_checkpoint(run, state)
     if state.interrupted:
@@ -351,6 +353,25 @@ def train(cfg: RunConfig, out: str | Path, *, fresh: bool = False, progress: boo
               f"{state.elapsed():.0f} s): {scalars}")
     accel.end_training()
     return out
+
+
+def after_training(run: Run, state: TrainState) -> None:
+    """The family's ``after_training(net, dataset)`` (optional in the contract: the VAE fits its sampling prior
+    there), on the raw weights and on the EMA copy; the step is then saved again with what it fitted."""
+    fn = getattr(run.fam, "after_training", None)
+    if fn is None:
+        return
+    t0 = time.perf_counter()
+    nets = [run.accel.unwrap_model(run.model)] + ([run.ema.module] if run.ema is not None else [])
+    for net in nets:
+        was_training = net.training
+        net.eval()
+        logs = fn(net, run.dataset)
+        net.train(was_training)
+    if logs:
+        state.last_saved = -1  # what was fitted belongs in the last checkpoint
+        if run.main and not run.bar.disable:
+            print(f"after training: {logs} in {time.perf_counter() - t0:.1f} s", flush=True)
 
 
 # ---------------------------------------------------------------------------------------------- resume

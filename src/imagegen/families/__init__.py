@@ -37,6 +37,13 @@ Optional::
         # and LoadedModel.sample refuses another value in one line (model.check_choices)
     def configure_optimizers(model, model_cfg, train_cfg) -> dict[str, Optimizer]
         # default: {"main": AdamW(lr, betas, weight_decay)} (families.base.default_optimizers)
+    def after_training(model, dataset) -> dict
+        # what a family fits in closed form once gradient training ends (the VAE: its sampling prior, fitted
+        # to the posterior means); the trainer calls it on the raw weights and on the EMA copy (eval mode) with
+        # the training ImageDataset (images, or a latent run's codes) and saves the last step again with it.
+        # Returns what it fitted (for the log), {} when it fitted nothing. Not called on an interrupted run.
+    OPTIONAL_STATE: tuple[str, ...]                # on the nn.Module: state_dict keys added after checkpoints
+        # were first written, so older checkpoints still load without them (imagegen.checkpoint)
     def nll(model, x, labels=None, **options) -> Tensor         # (B,) nats per image; bits/dim derived
     def complete(model, x, mask, labels=None, generator=None, **options) -> Tensor
         # fill where mask == 0; pixels where mask == 1 are returned unchanged

@@ -9,6 +9,15 @@ gives p(x|z) as
 
 Training maximises the ELBO with an optional ``beta`` on the KL term (Higgins et al. 2017). ``nll`` is
 the importance-weighted bound of Burda et al. 2015 (IWAE, eq. 8) with ``k`` samples.
+
+Sampling: the encoder's aggregate posterior q(z) = E_x q(z|x) of a briefly trained VAE is far from the N(0, I)
+prior (some directions unused, others wider), so decoded prior draws fall between the modes ("prior holes").
+After training (``after_training``) the VAE therefore fits a density to the posterior means of up to
+``prior_fit_images`` training images, ex-post density estimation (Ghosh et al. 2020, "From Variational to
+Deterministic Autoencoders", sec. 4): one full-covariance Gaussian per class for a class-conditional VAE, a
+mixture of ``prior_components`` full-covariance Gaussians (scikit-learn's EM) otherwise, and ``sample`` draws z
+from it (``prior="standard"``: from N(0, I)). On MNIST at 5 CPU minutes this took the classifier FD of the
+latent VAE from 304 to 35 (docs/speedrun.md). The likelihood (``nll``) stays the ELBO's, under N(0, I).
 """
 
 from __future__ import annotations
@@ -42,17 +51,22 @@ class Config:
     likelihood: str = "auto"  # auto | bernoulli | logistic (auto: bernoulli for binary data)
     class_cond: bool = False
     nll_samples: int = 1000  # k of the IWAE bound used by nll()
+    fit_prior: bool = True  # after training, fit the sampling prior to the posterior means (module docstring)
+    prior_components: int = 10  # Gaussians of that prior for an unconditional VAE (conditional: one per class)
+    prior_fit_images: int = 10000  # training images it is fitted on (a random subset, seed 0)
 
     RANGES: ClassVar[dict[str, str]] = {  # checked when a config is read (config.check_range)
         "latent_dim": "[1,inf)", "base_channels": "[1,inf)", "channel_mult": "[1,inf)", "res_blocks": "[0,64]",
-        "beta": "[0,inf)", "kl_warmup_steps": "[0,inf)", "nll_samples": "[1,inf)"}
+        "beta": "[0,inf)", "kl_warmup_steps": "[0,inf)", "nll_samples": "[1,inf)", "prior_components": "[1,1000]",
+        "prior_fit_images": "[2,inf)"}
     LENGTHS: ClassVar[dict[str, tuple[int, int | None]]] = {"channel_mult": (1, None)}  # (fewest, most) values
 
 
 NLL_KIND = "IWAE upper bound on -log p(x) (Burda et al. 2015)"
 TRAIN_DEFAULTS = {"lr": 1e-3, "batch_size": 128, "ema_decay": 0.999}
 TEST_CONFIG = {"latent_dim": 4, "base_channels": 8, "channel_mult": [1, 1], "nll_samples": 4}
-SAMPLE_CHOICES = {"mode": ("mean", "sample")}  # the values sample() takes (the CLI offers them)
+# the values sample() takes (the CLI offers them); prior: auto = fitted when the checkpoint holds a fit
+SAMPLE_CHOICES = {"mode": ("mean", "sample"), "prior": ("auto", "fitted", "standard")}
 
 
 def _groups(ch: int) -> int:
@@ -79,6 +93,9 @@ def _levels(size: int) -> int:
 
 
 class VAE(nn.Module):
+    # checkpoints written before the fitted prior existed load without it (imagegen.checkpoint)
+    OPTIONAL_STATE = ("prior_mean", "prior_scale_tril", "prior_logits", "prior_fitted")
+
     def __init__(self, cfg: Config, info):
         super().__init__()
         if cfg.likelihood not in ("auto", "bernoulli", "logistic"):
@@ -114,6 +131,13 @@ class VAE(nn.Module):
         dec += [nn.GroupNorm(_groups(chans[0]), chans[0]), nn.SiLU(), nn.Conv2d(chans[0], out_ch, 3, padding=1)]
         self.decoder = nn.Sequential(*dec)
         self._chans_bottom = chans[-1]
+        # the sampling prior fitted after training (module docstring): component k is N(prior_mean[k],
+        # L L^T) with L = prior_scale_tril[k], chosen by the label or with probability softmax(prior_logits)
+        k, z = self.num_classes or cfg.prior_components, cfg.latent_dim
+        self.register_buffer("prior_mean", torch.zeros(k, z))
+        self.register_buffer("prior_scale_tril", torch.eye(z).expand(k, z, z).clone())
+        self.register_buffer("prior_logits", torch.zeros(k))
+        self.register_buffer("prior_fitted", torch.zeros(()))  # 1 once after_training has fitted it
 
     # --- pieces -------------------------------------------------------------------------------------
     def _onehot(self, y, n: int, device) -> torch.Tensor | None:
@@ -188,12 +212,80 @@ def _labels(model: VAE, labels, n: int, device):
 
 
 @torch.no_grad()
-def sample(model: VAE, n: int, labels=None, generator=None, temperature: float = 1.0, mode: str = "mean"):
-    """Decode z ~ N(0, temperature^2 I). ``mode='mean'`` shows the decoder's mean image (the usual grid);
+def after_training(model: VAE, dataset) -> dict:
+    """Fit the sampling prior to the posterior means of up to ``prior_fit_images`` images of ``dataset`` (the
+    trainer calls this once training ends, on the raw weights and on the EMA copy): one full-covariance Gaussian
+    per class, or a ``prior_components``-Gaussian mixture by EM without labels (Ghosh et al. 2020, sec. 4).
+    Returns what it fitted, for the log."""
+    if not model.cfg.fit_prior:
+        return {}
+    device = model.prior_mean.device
+    n = min(len(dataset), model.cfg.prior_fit_images)
+    idx = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[:n]
+    mus, ys = [], []
+    for chunk in idx.split(1000):
+        batch = dataset.batch(chunk.to(dataset.images.device))
+        y = batch.y.to(device) if model.num_classes else None
+        mu, _ = model.encode(batch.x.to(device).float(), y)
+        mus.append(mu.double().cpu())
+        ys.append(None if y is None else y.cpu())
+    mu = torch.cat(mus)  # (n, Z), float64: covariances of a few thousand points
+    k, dim = model.prior_mean.shape
+    eye = torch.eye(dim, dtype=torch.float64)
+    mean, cov, logits = torch.zeros(k, dim, dtype=torch.float64), eye.repeat(k, 1, 1), torch.zeros(k)
+    if model.num_classes:
+        y = torch.cat(ys)
+        for c in range(k):  # a class with fewer than two images keeps N(0, I)
+            sel = mu[y == c]
+            if len(sel) >= 2:
+                mean[c], cov[c] = sel.mean(0), torch.cov(sel.T).reshape(dim, dim)
+    else:
+        from sklearn.mixture import GaussianMixture
+
+        used = min(k, n)
+        gm = GaussianMixture(used, covariance_type="full", reg_covar=1e-6, random_state=0).fit(mu.numpy())
+        mean[:used], cov[:used] = torch.from_numpy(gm.means_), torch.from_numpy(gm.covariances_)
+        logits = torch.full((k,), -torch.inf)
+        logits[:used] = torch.from_numpy(gm.weights_).log().float()
+    # a small ridge keeps the Cholesky factor real for directions the encoder never uses
+    scale_tril = torch.linalg.cholesky(cov + 1e-6 * eye)
+    model.prior_mean.copy_(mean.float())
+    model.prior_scale_tril.copy_(scale_tril.float())
+    model.prior_logits.copy_(logits)
+    model.prior_fitted.fill_(1.0)
+    return {"prior_components": k, "prior_fit_images": n}
+
+
+def _draw_z(model: VAE, n: int, y, generator, temperature: float, prior: str) -> torch.Tensor:
+    """(n, Z) latents: temperature-scaled draws of the fitted prior (the label's component, or one drawn by its
+    weight) or of N(0, I)."""
+    if prior not in SAMPLE_CHOICES["prior"]:
+        raise ImagegenError(f"--prior must be one of {', '.join(SAMPLE_CHOICES['prior'])}, got '{prior}'")
+    fitted = bool(model.prior_fitted > 0)
+    if prior == "fitted" and not fitted:
+        raise ImagegenError("this checkpoint has no fitted prior (trained before it existed, with "
+                            "model.fit_prior=false, or saved before training ended); use --prior standard")
+    device = model.prior_mean.device
+    eps = rng.randn(n, model.cfg.latent_dim, device=device, generator=generator) * temperature  # (n, Z)
+    if prior == "standard" or not fitted:
+        return eps
+    if y is None:  # the mixture component of each image, by inverse CDF of its weights
+        u = rng.rand(n, device=device, generator=generator)
+        cdf = model.prior_logits.softmax(0).cumsum(0)
+        y = torch.searchsorted(cdf, u.contiguous()).clamp(max=len(cdf) - 1)
+    return model.prior_mean[y] + (model.prior_scale_tril[y] @ eps.unsqueeze(-1)).squeeze(-1)
+
+
+@torch.no_grad()
+def sample(model: VAE, n: int, labels=None, generator=None, temperature: float = 1.0, mode: str = "mean",
+           prior: str = "auto"):
+    """Decode z from the prior, its spread scaled by ``temperature``. ``prior``: ``fitted`` (the density fitted
+    to the posterior means after training, module docstring), ``standard`` (N(0, I)) or ``auto`` (fitted when
+    the checkpoint holds a fit). ``mode='mean'`` shows the decoder's mean image (the usual grid);
     ``mode='sample'`` draws every pixel from p(x|z)."""
     device = next(model.parameters()).device
     y = _labels(model, labels, n, device)
-    z = rng.randn(n, model.cfg.latent_dim, device=device, generator=generator) * temperature
+    z = _draw_z(model, n, y, generator, temperature, prior)
     params = model.decode(z, y)
     if mode == "mean":
         return model.mean_image(params)
