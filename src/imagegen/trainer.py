@@ -324,10 +324,10 @@ def train(cfg: RunConfig, out: str | Path, *, fresh: bool = False, progress: boo
                 save_checkpoint(run, state)
 
     # Fit what the family fits in closed form once gradient training ends, then save the last step.
-    bar.close()
     check_finite(run, state, "at the end of training")
     if not state.interrupted:
         after_training(run, state)
+    bar.close()
     if state.last_saved != state.step:
         save_checkpoint(run, state)
     if state.interrupted:
@@ -371,7 +371,7 @@ def after_training(run: Run, state: TrainState) -> None:
     if logs:
         state.last_saved = -1  # what was fitted belongs in the last checkpoint
         if run.main and not run.bar.disable:
-            print(f"after training: {logs} in {time.perf_counter() - t0:.1f} s", flush=True)
+            run.bar.write(f"after training: fitted {logs} in {time.perf_counter() - t0:.1f} s")
 
 
 # ---------------------------------------------------------------------------------------------- resume
