@@ -17,7 +17,7 @@ After training (``after_training``) the VAE therefore fits a density to the post
 Deterministic Autoencoders", sec. 4): one full-covariance Gaussian per class for a class-conditional VAE, a
 mixture of ``prior_components`` full-covariance Gaussians (scikit-learn's EM) otherwise, and ``sample`` draws z
 from it (``prior="standard"``: from N(0, I)). On MNIST at 5 CPU minutes this took the classifier FD of the
-latent VAE from 304 to 35 (docs/speedrun.md). The likelihood (``nll``) stays the ELBO's, under N(0, I).
+latent VAE from 307 to 38 (docs/speedrun.md). The likelihood (``nll``) stays the ELBO's, under N(0, I).
 """
 
 from __future__ import annotations
