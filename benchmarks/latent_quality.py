@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from _bench import pick, run_main, save_row  # benchmarks/_bench.py, beside this script
+from imagegen.model import write_sample_defaults
 from imagegen.provenance import commit_label, hardware_label
 
 # name -> (family, preset, extra --set overrides, latent?, sampling options for scoring and timing)
@@ -138,6 +139,8 @@ def train_recipe(args, name: str, ae_dir: Path, ae_minutes: float, table: dict |
     save_grid(grid, args.out / "grids" / f"{name}.png", nrow=8)
     (args.out / name / "timing.json").write_text(json.dumps({"train_wall_s": round(wall, 1),
                                                               "sample64_s": round(sample_s, 2)}))
+    # the run draws the way it is scored (imagegen sample / eval / serve read it as the run's defaults)
+    write_sample_defaults(args.out / name, opts, f"the sampling options of the {name} recipe ({Path(__file__).name})")
     print(f"{name}: trained {budget:g} min ({wall:.0f} s wall clock with data loading); 64 samples in "
           f"{sample_s:.1f} s")
 

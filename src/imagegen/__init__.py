@@ -33,7 +33,7 @@ from __future__ import annotations
 # the order above as data (read with ast by tests/test_layers.py and tools/import_graph.py; keep them equal)
 LAYERS = (
     ("core", ("imagegen.errors", "imagegen.interrupt", "imagegen.device", "imagegen.provenance",
-              "imagegen.distributions", "imagegen.cache", "imagegen.rng")),
+              "imagegen.distributions", "imagegen.cache", "imagegen.rng", "imagegen.zoo")),
     ("config", ("imagegen.config", "imagegen.augment", "imagegen.registry")),
     ("blocks", ("imagegen.nn", "imagegen.samplers", "imagegen.families.base", "imagegen.restoration")),
     ("data", ("imagegen.data", "imagegen.checkpoint", "imagegen.memory")),

@@ -33,6 +33,8 @@ from tqdm.auto import tqdm
 from .cache import cache_dir
 from .errors import ImagegenError
 from .interrupt import StopRequest
+from .zoo import is_zoo
+from .zoo import resolve as zoo_resolve
 
 FORMAT_VERSION = 1
 _NAME = re.compile(r"ckpt-(\d+)\.safetensors$")
@@ -278,8 +280,8 @@ class Checkpoint:
 
 
 def resolve(path: str | Path) -> Path:
-    """A checkpoint file itself, or the newest checkpoint of a run directory."""
-    path = Path(path)
+    """A checkpoint file itself, or the newest checkpoint of a run directory (``zoo:NAME``: a zoo model's)."""
+    path = zoo_resolve(path) if is_zoo(path) else Path(path)
     if path.is_dir():
         found = latest(path)
         if found is None:

@@ -19,7 +19,7 @@ import click
 import torch
 import typer
 
-from . import api, checkpoint, config, registry
+from . import api, checkpoint, config, registry, zoo
 from .cli_options import family_options, option_help
 from .data import (
     ARRAY_EXTENSIONS,
@@ -68,12 +68,26 @@ def list_cmd() -> None:
         _echo(f"  {p:<24} ({fam})")
 
 
+@app.command("zoo")
+def zoo_cmd() -> None:
+    """The pretrained models that ship with imagegen: use zoo:NAME wherever a run is taken."""
+    models = zoo.entries()
+    if not models:
+        _echo("this install ships no zoo models (benchmarks/zoo_build.py builds them)")
+        return
+    for name, e in models.items():
+        _echo(zoo.describe(name, e))
+    _echo(f"{len(models)} models, {sum(e['bytes'] for e in models.values()) / 1e6:.1f} MB in {zoo.ZOO_DIR}; "
+          f"e.g. imagegen sample zoo:{next(iter(models))} --n 16 --out grid.png")
+
+
 @app.command("info")
-def info_cmd(run: Path = typer.Argument(..., help="run directory or checkpoint file")) -> None:
+def info_cmd(run: Path = typer.Argument(..., help="run directory, checkpoint file or zoo:NAME")) -> None:
     """Family, step, images seen, the latest logged metrics, the results saved in the run, and its config."""
+    shown, run = run, zoo.resolve(run)  # zoo:NAME -> its folder in the package
     ckpt = checkpoint.resolve(run)
     m = checkpoint.read_meta(ckpt)
-    _echo(f"run:         {run}")
+    _echo(f"run:         {shown}" + (f" ({run})" if zoo.is_zoo(shown) else ""))
     _echo(f"checkpoint:  {ckpt.name}")
     _echo(f"family:      {m['family']}")
     _echo(f"data:        {m['data_info']['name']} ({m['data_info']['channels']}x{m['data_info']['size']}x"
@@ -255,7 +269,7 @@ def _write_images(x, out: Path | None, out_dir: Path | None, nrow: int | None = 
 @app.command("sample")
 @with_family_options("sample")
 def sample_cmd(
-    run: Path = typer.Argument(..., help="run directory or checkpoint file"),
+    run: Path = typer.Argument(..., help="run directory, checkpoint file or zoo:NAME"),
     n: int = typer.Option(64, help="number of images"),
     out: Path | None = typer.Option(None, help="one PNG grid, or a .npz of all images (uint8 x, labels y) "
                                                "for 'imagegen eval-folder'"),

@@ -5,7 +5,8 @@
 
 The options of ``eval``, ``compare`` and ``eval-folder`` are one set, :data:`SCORING_OPTIONS` (plus
 :data:`SAMPLING_OPTIONS` for the two that sample a run), written once here and added to each command by
-:func:`with_options`; ``imagegen report`` reuses the same option objects.
+:func:`with_options`; ``imagegen report`` reuses the same option objects and takes :data:`SAMPLING_OPTIONS`
+through :func:`with_options` too.
 """
 
 from __future__ import annotations
@@ -51,11 +52,6 @@ DATA_ROOT_OPT = typer.Option(None, help="dataset root (default: the run's, else 
 INCEPTION_OPT = typer.Option(None, help=_INCEPTION_HELP)
 CLASSIFIER_OPT = typer.Option(None, help="classifier safetensors (default: packaged)")
 DEVICE_OPT = typer.Option("auto", help="auto | cpu | cuda")
-SAMPLER_OPT = typer.Option(None, help="sampler (families that take one, e.g. diffusion: ddim)")
-STEPS_OPT = typer.Option(None, help="sampling steps (families that take them)")
-GUIDANCE_OPT = typer.Option(None, help="classifier-free guidance scale (diffusion)")
-TEMPERATURE_OPT = typer.Option(None, help="sampling temperature (VAE, PixelCNN)")
-TRUNCATION_OPT = typer.Option(None, help="truncation (GANs)")
 
 # (name, type, option): what eval, compare and eval-folder all take; each is an EvalOptions field
 SCORING_OPTIONS = (
@@ -90,13 +86,14 @@ def with_options(*groups, **overrides):
         own = [p for name, p in inspect.signature(fn).parameters.items() if name not in ("opts", "sample_options")]
         shared = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=overrides.get(name, option),
                                     annotation=kind) for group in groups for name, kind, option in group]
+        added = {p.name for p in shared}  # only these are taken from the command's keywords (report has its own --n)
 
         @functools.wraps(fn)
         def command(**kw):
-            opts = EvalOptions(**given(**{k: kw.pop(k) for k in list(kw) if k in _SCORING}))
+            opts = EvalOptions(**given(**{k: kw.pop(k) for k in list(kw) if k in _SCORING and k in added}))
             opts.metrics = parse_list(opts.metrics, METRICS, "metric")
             opts.features = parse_list(opts.features, FEATURES, "feature network")
-            sample_options = given(**{k: kw.pop(k) for k in list(kw) if k in _SAMPLING})
+            sample_options = given(**{k: kw.pop(k) for k in list(kw) if k in _SAMPLING and k in added})
             extra = {"sample_options": sample_options} if "sample_options" in inspect.signature(fn).parameters else {}
             return fn(**kw, opts=opts, **extra)
 
@@ -119,7 +116,7 @@ def register(app: typer.Typer) -> None:
     @app.command("eval")
     @with_options(SCORING_OPTIONS, SAMPLING_OPTIONS)
     def eval_cmd(
-        run: Path = typer.Argument(..., help="run directory or checkpoint file"),
+        run: Path = typer.Argument(..., help="run directory, checkpoint file or zoo:NAME"),
         out: Path | None = typer.Option(None, help="write the result, with its protocol, as JSON"),
         *, opts: EvalOptions, sample_options: dict,
     ) -> None:
@@ -130,7 +127,8 @@ def register(app: typer.Typer) -> None:
     @app.command("compare")
     @with_options(SCORING_OPTIONS, SAMPLING_OPTIONS)
     def compare_cmd(
-        runs: list[Path] = typer.Argument(..., help="run directories (or checkpoint files) of one dataset"),
+        runs: list[Path] = typer.Argument(..., help="run directories (or checkpoint files, zoo:NAME, zoo:*) of one "
+                                                    "dataset"),
         out: Path | None = typer.Option(None, help="write every run's result, with its protocol, as JSON"),
         *, opts: EvalOptions, sample_options: dict,
     ) -> None:

@@ -22,8 +22,9 @@ def register(app: typer.Typer) -> None:
     """Add the ``report`` command to ``app``."""
 
     @app.command("report")
+    @shared.with_options(shared.SAMPLING_OPTIONS)  # every family's sampling option, read from the contract
     def report_cmd(
-        runs: list[Path] = typer.Argument(..., help="run directories (or checkpoint files)"),
+        runs: list[Path] = typer.Argument(..., help="run directories (or checkpoint files, zoo:NAME, zoo:*)"),
         out: Path = typer.Option(..., help="the HTML file to write (self-contained: opens from disk)"),
         metrics: str | None = typer.Option(None, help=_METRICS_HELP),
         n: int | None = typer.Option(None, help="with --metrics: generated images per run"),
@@ -38,17 +39,14 @@ def register(app: typer.Typer) -> None:
         keep: str = typer.Option("top-half", help="what the completions keep: top-half | left-half | bottom-half | "
                                                   "right-half"),
         complete: bool = typer.Option(True, "--complete/--no-complete", help="make the completion strips"),
-        sampler: str | None = shared.SAMPLER_OPT, steps: int | None = shared.STEPS_OPT,
-        guidance: float | None = shared.GUIDANCE_OPT,
-        temperature: float | None = shared.TEMPERATURE_OPT, truncation: float | None = shared.TRUNCATION_OPT,
         title: str | None = typer.Option(None, help="the page title (default: the runs' names)"),
         data_root: str | None = shared.DATA_ROOT_OPT, inception_weights: str | None = shared.INCEPTION_OPT,
         device: str = shared.DEVICE_OPT,
+        *, opts, sample_options: dict,
     ) -> None:
         """One HTML page comparing runs: samples, completions, numbers with their protocol, plots."""
         path = report(runs, out, metrics=metrics, n=n, ref=ref, features=features, results=results, floors=floor,
                       seed=seed, n_grid=n_grid, n_complete=n_complete, keep=keep, complete=complete,
-                      sample_options=shared.given(sampler=sampler, steps=steps, guidance=guidance,
-                                                   temperature=temperature, truncation=truncation),
+                      sample_options=sample_options,
                       device=device, data_root=data_root, inception_weights=inception_weights, title=title)
         typer.echo(f"wrote {path}")

@@ -72,7 +72,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("restore")
     def restore_cmd(
-        run: Path = typer.Argument(..., help="run directory or checkpoint file"),
+        run: Path = typer.Argument(..., help="run directory, checkpoint file or zoo:NAME"),
         image: Path = typer.Option(..., help="the measurement: the low-resolution (srK), grey, noisy or masked image"),
         task: str = typer.Option(..., help=TASK_HELP),
         mask: Path | None = typer.Option(None, help="inpaint: mask image, white pixels are known"),
@@ -94,7 +94,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("enhance")
     def enhance_cmd(
-        run: Path = typer.Argument(..., help="run directory or checkpoint file"),
+        run: Path = typer.Argument(..., help="run directory, checkpoint file or zoo:NAME"),
         image: Path = typer.Option(..., help="the low-resolution image (the model's size / scale)"),
         scale: int = typer.Option(2, help="upscaling factor: 2 or 4"),
         n: int = typer.Option(1, help="independent draws"),

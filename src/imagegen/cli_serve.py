@@ -14,7 +14,7 @@ _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 def register(app: typer.Typer) -> None:
     @app.command("serve")
     def serve_cmd(
-        runs: list[Path] = typer.Argument(..., help="run directories (or checkpoint files) to serve"),
+        runs: list[Path] = typer.Argument(..., help="run directories (or checkpoint files, zoo:NAME, zoo:*) to serve"),
         port: int = typer.Option(7860, help="TCP port"),
         host: str = typer.Option("127.0.0.1", help="address to bind; anything but loopback exposes the models "
                                                     "to the network"),

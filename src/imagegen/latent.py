@@ -30,18 +30,12 @@ import torch
 import torch.nn.functional as F
 
 from . import checkpoint, config
+from .cache import file_sha256
 from .data import DataInfo, ImageDataset, cache_dir, to_float, to_uint8
 from .errors import ImagegenError
+from .zoo import is_zoo
 
 FIRST_STAGE_FAMILY = "autoencoder"
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass
@@ -136,7 +130,7 @@ def find_first_stage(record: dict, run_path: str | Path | None, device="cpu",
         base = base if base.is_dir() else base.parent.parent  # a checkpoint file: <run>/checkpoints/ckpt-N
         candidates.append(base / record["relative_path"])
     for p in candidates:
-        if p.exists():
+        if is_zoo(p) or p.exists():  # a zoo model's first stage is recorded as zoo:NAME
             return load_first_stage(p, device, expect_sha256=record["sha256"])
     raise ImagegenError(f"this latent model's first stage {record['path']} is missing; put the autoencoder "
                         f"checkpoint back there or pass its path (imagegen.load(..., first_stage=PATH))")

@@ -7,6 +7,7 @@ and ``imagegen.api`` re-exports these as the public API.
 from __future__ import annotations
 
 import inspect
+import json
 import operator
 from pathlib import Path
 
@@ -32,11 +33,13 @@ class LoadedModel:
     after decoding, so every method below still speaks images."""
 
     def __init__(self, family: str, cfg: config.RunConfig, info: DataInfo, module: torch.nn.Module,
-                 meta: dict, path: Path, device: torch.device, first_stage=None):
+                 meta: dict, path: Path, device: torch.device, first_stage=None, sample_defaults=None):
         self.family, self.config, self.info, self.module = family, cfg, info, module
         self.meta, self.path, self.device = meta, path, device
         self.fam = registry.get_family(family)
         self.first_stage = first_stage  # imagegen.latent.FirstStage or None
+        # the sampling options the run was measured with (its sampling.json), under the caller's own
+        self.sample_defaults = dict(sample_defaults or {})
 
     def _decoded(self, z: torch.Tensor) -> torch.Tensor:
         return z if self.first_stage is None else self.first_stage.decode(z)
@@ -123,7 +126,9 @@ class LoadedModel:
         (seed, its index) as in EDM (imagegen.rng), so the same seed gives the same images at any
         ``batch_size``, and images ``first_index .. first_index + n - 1`` of a seed are the same whether drawn
         in one call or in several (an evaluation in chunks). ``seed=None``: torch's global stream instead.
-        ``progress``: a progress bar over the batches (when there is more than one)."""
+        ``progress``: a progress bar over the batches (when there is more than one). Options not given take the
+        run's ``sample_defaults`` (its sampling.json), then the family's defaults."""
+        options = {**self.sample_defaults, **options}
         check_range(n, "[1,inf)", "n")
         check_range(batch_size, "[1,inf)", "batch_size")
         check_range(first_index, "[0,inf)", "first_index")
@@ -254,12 +259,53 @@ def check_choices(fam, options: dict, where: str) -> None:
             raise ImagegenError(f"{where} option {key} takes one of {', '.join(map(str, choices))}, got {value!r}")
 
 
+SAMPLING_FILE = "sampling.json"
+
+
+def run_dir_of(checkpoint_file: Path) -> Path | None:
+    """The run directory of ``<run>/checkpoints/ckpt-N.safetensors`` (None for a checkpoint kept elsewhere)."""
+    return checkpoint_file.parent.parent if checkpoint_file.parent.name == "checkpoints" else None
+
+
+def write_sample_defaults(run_dir: str | Path, options: dict, why: str = "") -> Path:
+    """Record in a run the sampling options it is meant to be drawn with (what a benchmark measured it at);
+    :func:`load` reads them back as the model's ``sample_defaults``."""
+    path = Path(run_dir) / SAMPLING_FILE
+    checkpoint.atomic_write_bytes((json.dumps({"sample": dict(options), "why": why}, indent=2) + "\n").encode(),
+                                  path)
+    return path
+
+
+def read_sample_defaults(run_dir: Path | None, family: str) -> dict:
+    """The run's sampling.json options, checked against the family's ``sample`` ({} when there is none)."""
+    path = None if run_dir is None else run_dir / SAMPLING_FILE
+    if path is None or not path.is_file():
+        return {}
+    fix = 'fix it (it holds {"sample": {"option": value, ...}}) or delete it'
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ImagegenError(f"{path} is not readable JSON ({e}); {fix}") from None
+    opts = d.get("sample") if isinstance(d, dict) else None
+    if not isinstance(opts, dict):
+        raise ImagegenError(f"{path} has no 'sample' object; {fix}")
+    fam = registry.get_family(family)
+    if opts and getattr(fam, "sample", None) is None:
+        raise ImagegenError(f"{path} gives sampling options but the {family} family draws no samples; delete it")
+    if opts:
+        check_options(fam.sample, opts, f"{path}: {family}.sample")
+        check_choices(fam, opts, f"{path}: {family}.sample")
+    return opts
+
+
 def load(path: str | Path, device: str = "auto", ema: bool = True, family: str | None = None,
          first_stage: str | Path | None = None) -> LoadedModel:
-    """Load a run directory (its newest checkpoint) or a checkpoint file. Uses the EMA weights if present.
+    """Load a run directory (its newest checkpoint), a checkpoint file or a zoo model (``zoo:NAME``, see
+    imagegen.zoo). Uses the EMA weights if present.
 
     A latent model finds its first stage where its checkpoint recorded it (or at ``first_stage``) and checks
-    that file's sha256 (imagegen.latent.find_first_stage)."""
+    that file's sha256 (imagegen.latent.find_first_stage). The sampling options a run records in its
+    sampling.json become the model's ``sample_defaults``."""
     ck = checkpoint.load(path, family=family)
     cfg = config.from_saved(ck.meta["config"])
     info = DataInfo.from_dict(ck.meta["data_info"])
@@ -273,4 +319,5 @@ def load(path: str | Path, device: str = "auto", ema: bool = True, family: str |
     stage = None
     if latent:
         stage = find_first_stage(latent["first_stage"], path, dev, override=first_stage)
-    return LoadedModel(cfg.family, cfg, info, module, ck.meta, ck.path, dev, first_stage=stage)
+    return LoadedModel(cfg.family, cfg, info, module, ck.meta, ck.path, dev, first_stage=stage,
+                       sample_defaults=read_sample_defaults(run_dir_of(ck.path), cfg.family))

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoint, registry
+from . import checkpoint, registry, zoo
 from .api import load
 from .checkpoint import atomic_write_bytes
 from .config import check_range, replace
@@ -162,7 +162,7 @@ def seconds(s: float) -> str:
 
 def _check_runs(runs) -> list[tuple[Path, Path]]:
     """(argument, run directory) per run; an unknown path or a run without checkpoints is a one-line error."""
-    runs = [runs] if isinstance(runs, (str, Path)) else list(runs)
+    runs = zoo.run_paths([runs] if isinstance(runs, (str, Path)) else list(runs))  # zoo:NAME, zoo:* too
     if not runs:
         raise ImagegenError("give at least one run directory to report on")
     checked = []
@@ -332,15 +332,21 @@ def _completion(model, k: int, keep: str, seed: int, data_root, sample_options: 
     if tuple(x.shape[1:]) != (model.info.channels, model.info.size, model.info.size):
         return {"note": f"no completion strip: the test images are {tuple(x.shape[1:])}, the model's "
                         f"{(model.info.channels, model.info.size, model.info.size)}"}
+    labels = None
+    if model.class_conditional:  # a conditional model completes each image given its own (true) class
+        if ds.labels is None:
+            return {"note": "no completion strip: the model is class-conditional and the test split has no labels"}
+        labels = ds.labels[idx].cpu()
     m = mask.expand(x.shape[0], -1, -1, -1)
     complete_takes = inspect.signature(model.fam.complete).parameters
     opts = {key: v for key, v in sample_options.items()
             if key in complete_takes and key not in ("labels", "generator") and takes(model.fam, key, v)}
-    filled = model.complete(x, m, seed=seed, **opts)
+    filled = model.complete(x, m, labels=labels, seed=seed, **opts)
     shown = x * m + (1 - m) * -1  # the unknown part blacked out
     return {"image": _grid_image(torch.cat([x, shown, filled]), x.shape[0]), "keep": keep,
             "images": "the first test image of each class" if ds.labels is not None and k <= ds.info.num_classes
-            else f"the first {x.shape[0]} test images", "n": int(x.shape[0])}
+            else f"the first {x.shape[0]} test images", "n": int(x.shape[0]),
+            "labels": "each completed given its true class" if labels is not None else None}
 
 
 def _pick_images(labels, k: int, total: int) -> torch.Tensor:

@@ -66,7 +66,8 @@ def takes(fam, key: str, value) -> bool:
 
 
 def sample_options_protocol(model, options: dict) -> dict:
-    """The sampling options actually in force: the family's defaults overlaid with the user's."""
+    """The sampling options actually in force: the family's defaults overlaid with the run's own (its
+    sampling.json, ``LoadedModel.sample_defaults``), then with the user's."""
     fam = getattr(model, "fam", None)
     resolved = {}
     if fam is not None and hasattr(fam, "sample"):
@@ -75,5 +76,6 @@ def sample_options_protocol(model, options: dict) -> dict:
                 continue
             if p.default is not inspect.Parameter.empty:
                 resolved[name] = p.default
+    resolved.update(getattr(model, "sample_defaults", None) or {})
     resolved.update(options)
     return {k: (v if isinstance(v, (int, float, str, bool, type(None))) else str(v)) for k, v in resolved.items()}

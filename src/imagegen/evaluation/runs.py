@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from .. import zoo
 from ..checkpoint import atomic_write_bytes
 from ..errors import ImagegenError
 from ..model import check_options, load
@@ -111,7 +112,7 @@ def compare_runs(paths: list, opts: EvalOptions | None = None, sample_options: d
     git_commit()  # fixed now, before the long part (see git_commit)
 
     opts = eval_options(opts, options)
-    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    paths = zoo.expand([paths] if isinstance(paths, (str, Path)) else list(paths))  # zoo:* -> each zoo model
     if not paths:
         raise ImagegenError("give at least one run directory to compare")
     check_counts(opts, 1)
@@ -220,13 +221,14 @@ def format_summary(result: dict) -> str:
 
 def saved_results(run_dir: str | Path) -> Iterator[tuple[Path, dict]]:
     """Every result JSON a run directory keeps (eval's, compare's, eval-nll's, the benchmarks'), in name
-    order, as (path, parsed dict); config.json, files that do not parse and JSON that is not an object are
-    passed over. The one reader behind ``imagegen info``, the report and the web app."""
+    order, as (path, parsed dict); config.json, sampling.json (the run's sampling defaults), files that do not
+    parse and JSON that is not an object are passed over. The one reader behind ``imagegen info``, the report
+    and the web app."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         return
     for p in sorted(run_dir.glob("*.json")):
-        if p.name == "config.json":
+        if p.name in ("config.json", "sampling.json"):
             continue
         try:
             d = json.loads(p.read_text())

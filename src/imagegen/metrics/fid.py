@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..cache import file_sha256
 from ..checkpoint import PartialRows, compute_rows
 from ..errors import ImagegenError
 
@@ -38,25 +39,6 @@ INCEPTION_DIM = 2048
 RUNTIME_ENV = "IMAGEGEN_INCEPTION_RUNTIME"
 RUNTIMES = ("auto", "torch", "onnxruntime")
 CLEAN_RESIZER = "clean-fid 'clean': PIL bicubic to 299x299 on float32 per channel, no re-quantisation"
-
-
-# ---------------------------------------------------------------------------------------------- hashing
-
-_SHA_CACHE: dict[tuple[str, int, int], str] = {}
-
-
-def file_sha256(path: str | Path) -> str:
-    """sha256 of a file, memoised on (path, size, mtime) so a 90 MB network is hashed once per process."""
-    p = Path(path).resolve()
-    st = p.stat()
-    key = (str(p), st.st_size, st.st_mtime_ns)
-    if key not in _SHA_CACHE:
-        h = hashlib.sha256()
-        with open(p, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        _SHA_CACHE[key] = h.hexdigest()
-    return _SHA_CACHE[key]
 
 
 # ---------------------------------------------------------------------------------------------- feature nets

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from .. import registry
+from .. import registry, zoo
 from ..api import LoadedModel, load
 from ..data import load_dataset
 from ..errors import ImagegenError
@@ -82,6 +82,8 @@ class Run:
     def summary(self) -> dict:
         m, info = self.model, self.model.info
         ops = {op: family_options(m.family, op) for op in OPS}
+        if ops.get("sample"):  # the run's own sampling defaults (its sampling.json) are what the page starts from
+            ops["sample"] = [{**o, "default": m.sample_defaults.get(o["name"], o["default"])} for o in ops["sample"]]
         return {
             "id": self.index, "name": self.name, "family": m.family, "dataset": info.name,
             "channels": info.channels, "size": info.size, "num_classes": info.num_classes,
@@ -186,8 +188,8 @@ def load_runs(paths, device: str = "auto") -> list[Run]:
     an ImagegenError naming it, before the server starts."""
     runs: list[Run] = []
     seen: set[Path] = set()
-    for p in paths:
-        path = Path(p).expanduser()
+    for p in zoo.expand(paths):
+        path = zoo.resolve(p) if zoo.is_zoo(p) else Path(p).expanduser()
         if not path.exists():
             raise ImagegenError(f"{p} does not exist; give run directories made by 'imagegen train'")
         real = path.resolve()
