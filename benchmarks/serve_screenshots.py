@@ -87,11 +87,21 @@ def main() -> None:
         pg.wait_for_function(WAIT, timeout=600_000)
         _save(pg, args.out / "serve-complete.png")
 
-        # Restore: denoise with the diffusion run
-        if any(r.model.family == "diffusion" for r in runs):
+        # Restore: super-resolution x2 with a pixel-space run (a latent one restores by inpainting only), else
+        # denoising with the diffusion run
+        pixel = next((r for r in runs if r.model.first_stage is None and r.model.family != "pixelcnn"), None)
+        if pixel is not None or any(r.model.family == "diffusion" for r in runs):
             pg.click("#tabs button[data-tab=restore]")
             pg.wait_for_timeout(500)
-            pg.fill("#restore-form fieldset.options [name=steps]", steps)
+            if pixel is not None:
+                pg.select_option("#restore-form select[name=run]", value=str(pixel.index))
+                pg.dispatch_event("#restore-form select[name=run]", "change")
+                pg.wait_for_timeout(300)
+                if "sr2" in pg.eval_on_selector_all("#restore-task option", "os => os.map(o => o.value)"):
+                    pg.select_option("#restore-task", value="sr2")
+                    pg.dispatch_event("#restore-task", "change")
+            if pg.locator("#restore-form fieldset.options [name=steps]").count():
+                pg.fill("#restore-form fieldset.options [name=steps]", steps)
             pg.click("#restore-go")
             pg.wait_for_function(WAIT, timeout=600_000)
             _save(pg, args.out / "serve-restore.png")

@@ -126,9 +126,13 @@ def test_report_and_server_take_zoo_models(tmp_path, capsys):
     html = (tmp_path / "r.html").read_text()
     assert gan in html and "data:image/png;base64" in html and "truncation" in html  # a contract option reached it
     assert f"{MODELS[gan]['metrics']['cfd']:.4g}"[:4] in html  # the measured number, from the entry's eval JSON
-    runs = load_runs([f"zoo:{pixelcnn}"], device="cpu")
+    runs = load_runs([f"zoo:{pixelcnn}", f"zoo:{gan}"], device="cpu")
     opts = {o["name"]: o["default"] for o in runs[0].summary()["ops"]["sample"]["options"]}
     assert opts["temperature"] == MODELS[pixelcnn]["sampling"]["temperature"]  # the page starts from the run's
+    from imagegen.server.tasks import restore_tasks_for
+
+    # a latent model is offered no pixel-operator task (it would refuse it); the pixel GAN is
+    assert "sr2" not in restore_tasks_for(runs[0].model) and "sr2" in restore_tasks_for(runs[1].model)
 
 
 @pytest.mark.skipif("autoencoder-mnist" not in MODELS, reason="no MNIST first stage in this zoo")

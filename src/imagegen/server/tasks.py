@@ -140,10 +140,12 @@ def _denoise(model: LoadedModel, x: torch.Tensor, params: dict, labels, seed: in
 
 def _registry_offers(task: str, check=lambda model: True) -> Callable[[LoadedModel], bool]:
     """Offered when the family's ``restore`` solves ``task`` (imagegen.restoration: registry.restore_tasks,
-    absent from builds without that mechanism) and ``check(model)`` holds (a size or channel count)."""
+    absent from builds without that mechanism) and ``check(model)`` holds (a size or channel count). Never for
+    a latent model: these operators act on pixels and its family on codes (LoadedModel.restore refuses them)."""
     def offered(model: LoadedModel) -> bool:
         tasks_of = getattr(registry, "restore_tasks", None)
-        return tasks_of is not None and task in tasks_of(model.family) and check(model)
+        return (tasks_of is not None and task in tasks_of(model.family) and check(model)
+                and getattr(model, "first_stage", None) is None)
     return offered
 
 
