@@ -28,7 +28,7 @@ from imagegen import checkpoint, config, registry, zoo
 from imagegen.cache import file_sha256
 from imagegen.data import DataInfo
 from imagegen.errors import ImagegenError
-from imagegen.model import run_dir_of, write_sample_defaults
+from imagegen.model import write_sample_defaults
 from imagegen.provenance import commit_label
 
 # speedrun row keys -> the metric names of imagegen eval
@@ -164,11 +164,12 @@ def main() -> None:
                                 f"--skip-train --out {args.src}")
         file, params = export_run(src, name, args.zoo_dir, first_stage if latent else None,
                                   {"preset": preset or recipe, "hardware": header["hardware"]})
-        write_sample_defaults(file.parent.parent, sampling, f"the sampling of the {recipe} row of {res_file.name}")
+        run = checkpoint.run_dir_of(file)
+        write_sample_defaults(run, sampling, f"the sampling of the {recipe} row of {res_file.name}")
         grid = args.src / "grids" / f"{recipe}.png"
         if grid.is_file():  # the 64-image grid drawn right after training, where imagegen serve shows grids
-            (run_dir_of(file) / "samples").mkdir(exist_ok=True)
-            shutil.copy2(grid, run_dir_of(file) / "samples" / f"step-{int(rows[recipe]['step']):08d}.png")
+            (run / "samples").mkdir(exist_ok=True)
+            shutil.copy2(grid, run / "samples" / f"step-{int(rows[recipe]['step']):08d}.png")
         add(name, family, file, params, rows[recipe],
             {"recipe": preset or recipe, "draws_samples": True, "sampling": sampling,
              "first_stage": first_stage[0] if latent and first_stage else None})

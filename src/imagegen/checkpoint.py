@@ -232,7 +232,8 @@ def save(path: str | Path, *, meta: dict, model: torch.nn.Module, ema: torch.nn.
     try:
         atomic_save_tensors(tensors, path, metadata={"imagegen": json.dumps(meta)})
     except ImagegenError as e:  # a full disk: say which checkpoint a resume will start from
-        prev = latest(path.parent.parent) if path.parent.name == "checkpoints" else None
+        run_dir = run_dir_of(path)
+        prev = latest(run_dir) if run_dir is not None else None
         keep = f"; the last good checkpoint, {prev.name}, is intact" if prev is not None and prev != path else ""
         raise ImagegenError(f"{e}{keep}") from None
     return path
@@ -318,6 +319,11 @@ def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
 def latest(run_dir: str | Path) -> Path | None:
     found = list_checkpoints(run_dir)
     return found[-1][1] if found else None
+
+
+def run_dir_of(checkpoint_file: Path) -> Path | None:
+    """The run directory of ``<run>/checkpoints/ckpt-N.safetensors`` (None for a checkpoint kept elsewhere)."""
+    return checkpoint_file.parent.parent if checkpoint_file.parent.name == "checkpoints" else None
 
 
 def checkpoint_path(run_dir: str | Path, step: int) -> Path:

@@ -262,11 +262,6 @@ def check_choices(fam, options: dict, where: str) -> None:
 SAMPLING_FILE = "sampling.json"
 
 
-def run_dir_of(checkpoint_file: Path) -> Path | None:
-    """The run directory of ``<run>/checkpoints/ckpt-N.safetensors`` (None for a checkpoint kept elsewhere)."""
-    return checkpoint_file.parent.parent if checkpoint_file.parent.name == "checkpoints" else None
-
-
 def write_sample_defaults(run_dir: str | Path, options: dict, why: str = "") -> Path:
     """Record in a run the sampling options it is meant to be drawn with (what a benchmark measured it at);
     :func:`load` reads them back as the model's ``sample_defaults``."""
@@ -320,4 +315,4 @@ def load(path: str | Path, device: str = "auto", ema: bool = True, family: str |
     if latent:
         stage = find_first_stage(latent["first_stage"], path, dev, override=first_stage)
     return LoadedModel(cfg.family, cfg, info, module, ck.meta, ck.path, dev, first_stage=stage,
-                       sample_defaults=read_sample_defaults(run_dir_of(ck.path), cfg.family))
+                       sample_defaults=read_sample_defaults(checkpoint.run_dir_of(ck.path), cfg.family))

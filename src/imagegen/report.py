@@ -174,7 +174,7 @@ def _check_runs(runs) -> list[tuple[Path, Path]]:
         if p.is_dir() and checkpoint.latest(p) is None:
             raise ImagegenError(f"{p} has no checkpoints (looked for {p}/checkpoints/ckpt-*.safetensors); train it "
                                 f"first ('imagegen train ... --out {p}') or pass another run")
-        run_dir = p if p.is_dir() else (p.parent.parent if p.parent.name == "checkpoints" else p.parent)
+        run_dir = p if p.is_dir() else (checkpoint.run_dir_of(p) or p.parent)
         checked.append((p, run_dir))
     return checked
 
@@ -411,7 +411,7 @@ def _names_run(proto: dict, run_dir: Path) -> bool:
     for key in ("run", "checkpoint"):
         if proto.get(key):
             t = Path(proto[key]).resolve()
-            if run_dir.resolve() in (t, t.parent.parent if t.parent.name == "checkpoints" else t):
+            if run_dir.resolve() in (t, checkpoint.run_dir_of(t) or t):
                 return True
     return False
 
@@ -489,7 +489,7 @@ def _attach_external(path: Path, checked, labels, entries_by_run) -> None:
             if not target:
                 continue
             t = Path(target).resolve()
-            label = where.get(t) or where.get(t.parent.parent if t.parent.name == "checkpoints" else t)
+            label = where.get(t) or where.get(checkpoint.run_dir_of(t) or t)
             if label:
                 entries_by_run[label] += _result_entries(res, label, path.name)
                 attached += 1
