@@ -162,3 +162,11 @@ def test_report_completes_with_a_class_conditional_zoo_model(tmp_path, capsys):
     assert code == 0, err
     html = (tmp_path / "r.html").read_text()
     assert f"completions of {name}" in html and "each completed given its true class" in html
+
+
+def test_sampling_options_for_a_first_stage_are_refused_in_one_line(tmp_path):
+    ae = next(n for n, e in MODELS.items() if not e.get("draws_samples", True))
+    shutil.copytree(zoo.ZOO_DIR / ae, tmp_path / ae)
+    write_sample_defaults(tmp_path / ae, {"temperature": 0.5})
+    with pytest.raises(ImagegenError, match="the autoencoder family draws no samples; delete it"):
+        imagegen.load(tmp_path / ae, device="cpu")

@@ -285,7 +285,7 @@ def read_sample_defaults(run_dir: Path | None, family: str) -> dict:
     if not isinstance(opts, dict):
         raise ImagegenError(f"{path} has no 'sample' object; {fix}")
     fam = registry.get_family(family)
-    if opts and getattr(fam, "sample", None) is None:
+    if opts and not registry.generative(family):  # the autoencoder's sample only raises
         raise ImagegenError(f"{path} gives sampling options but the {family} family draws no samples; delete it")
     if opts:
         check_options(fam.sample, opts, f"{path}: {family}.sample")

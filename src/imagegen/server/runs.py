@@ -189,7 +189,7 @@ def load_runs(paths, device: str = "auto") -> list[Run]:
     runs: list[Run] = []
     seen: set[Path] = set()
     for p in zoo.expand(paths):
-        path = zoo.resolve(p) if zoo.is_zoo(p) else Path(p).expanduser()
+        path = zoo.resolve(p).expanduser()  # zoo:NAME -> its folder; any other path as given
         if not path.exists():
             raise ImagegenError(f"{p} does not exist; give run directories made by 'imagegen train'")
         real = path.resolve()
