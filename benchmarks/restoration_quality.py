@@ -133,7 +133,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     import imagegen
-    from imagegen import registry, restoration
+    from imagegen import restoration
     from imagegen.config import DataConfig
     from imagegen.data import load_dataset, to_float
     from imagegen.errors import ImagegenError
@@ -186,8 +186,9 @@ def main() -> None:
             if model is None:
                 continue
             base = {"run": run, "family": model.family, "step": model.step, "data": data_cfg.name, "task": task}
-            if not restoration.offered(registry.restore_tasks(model.family), op):
-                emit({**base, "skipped": f"the {model.family} family does not offer {task}"})
+            if not restoration.offered(model.restore_tasks, op):
+                why = "a latent model inpaints only" if model.first_stage is not None else "not offered"
+                emit({**base, "skipped": f"{why} ({model.family}: {', '.join(model.restore_tasks)})"})
                 continue
             opts = per_run.get(run.rstrip("/"), {})
             model.restore(y[:2], task_string, mask=mask, seed=args.seed + 1, **opts)  # warm-up

@@ -179,5 +179,8 @@ def test_latent_restore_inpaints_and_refuses_pixel_operators(ae_run, tmp_path):
     assert torch.equal(out[..., :8, :], x[..., :8, :])
     with pytest.raises(ImagegenError, match="restores by inpainting only"):
         model.restore(x[:, :, ::2, ::2].contiguous(), "sr2")
+    assert model.restore_tasks == ("inpaint",) and "sr" in registry.restore_tasks("diffusion")
+    with pytest.raises(ImagegenError, match="restores by inpainting only"):  # noisy inpainting is not on codes
+        model.restore(x, "inpaint+denoise:0.1", mask=mask, steps=3)
     with pytest.raises(ImagegenError, match="data.augment"):
         _second_stage("diffusion", ae_run, tmp_path / "a", extra=["data.augment=[rotate:10]"])

@@ -56,6 +56,14 @@ class LoadedModel:
         """Whether the model takes labels: trained with ``model.class_cond`` on labelled data."""
         return self.config.class_conditional(self.info.num_classes)
 
+    @property
+    def restore_tasks(self) -> tuple[str, ...]:
+        """The restoration tasks ``restore`` solves for this model (imagegen.restoration.TASKS): its family's
+        (registry.restore_tasks), or for a latent model inpainting alone, done on codes by ``complete``, since
+        the other operators act on pixels and the family on codes."""
+        tasks = registry.restore_tasks(self.family)
+        return tasks if self.first_stage is None else tuple(t for t in tasks if t == "inpaint")
+
     def __repr__(self) -> str:
         latent = "" if self.first_stage is None else f", on {'x'.join(map(str, self.first_stage.latent_shape))} codes"
         return (f"LoadedModel({self.family}, step {self.step}, {self.info.channels}x{self.info.size}x{self.info.size}"
@@ -197,7 +205,7 @@ class LoadedModel:
         restoration.check_offered(self.family, operator)
         y = self._measurement(y, *operator.measurement_shape(c, s), noisy=not operator.noiseless)
         if self.first_stage is not None:  # the operators act on pixels, the family on codes
-            if operator.mask is None or not operator.noiseless:
+            if not restoration.offered(self.restore_tasks, operator):
                 raise ImagegenError(f"a latent model restores by inpainting only (task inpaint), not "
                                     f"{operator.describe()}: its operators act on pixels and the model on codes; "
                                     f"use a pixel-space model")

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from .. import registry
 from ..api import LoadedModel
 from ..data import make_mask, to_float
 from ..errors import ImagegenError
@@ -138,14 +137,11 @@ def _denoise(model: LoadedModel, x: torch.Tensor, params: dict, labels, seed: in
     return model.denoise(x, params["strength"], labels=labels, seed=seed, **options)
 
 
-def _registry_offers(task: str, check=lambda model: True) -> Callable[[LoadedModel], bool]:
-    """Offered when the family's ``restore`` solves ``task`` (imagegen.restoration: registry.restore_tasks,
-    absent from builds without that mechanism) and ``check(model)`` holds (a size or channel count). Never for
-    a latent model: these operators act on pixels and its family on codes (LoadedModel.restore refuses them)."""
+def _offers(task: str, check=lambda model: True) -> Callable[[LoadedModel], bool]:
+    """Offered when the model's ``restore`` solves ``task`` (LoadedModel.restore_tasks: its family's, or
+    inpainting alone for a latent model) and ``check(model)`` holds (a size or channel count)."""
     def offered(model: LoadedModel) -> bool:
-        tasks_of = getattr(registry, "restore_tasks", None)
-        return (tasks_of is not None and task in tasks_of(model.family) and check(model)
-                and getattr(model, "first_stage", None) is None)
+        return task in model.restore_tasks and check(model)
     return offered
 
 
@@ -161,7 +157,7 @@ def _sr(k: int) -> RestoreTask:
              "family's restore (docs/restoration.md).",
         params=(), degrade=lambda x, p, g: _quantised(F.avg_pool2d(x, k)),
         restore=lambda m, y, p, labels, seed, o: m.restore(y, f"sr{k}", labels=labels, seed=seed, **o),
-        offered=_registry_offers("sr", lambda m: m.info.size % k == 0),
+        offered=_offers("sr", lambda m: m.info.size % k == 0),
         show=lambda y: y.repeat_interleave(k, 2).repeat_interleave(k, 3))
 
 
@@ -181,7 +177,7 @@ RESTORE_TASKS: dict[str, RestoreTask] = {
              "family's restore (docs/restoration.md).",
         params=(), degrade=lambda x, p, g: _quantised(x.mean(1, keepdim=True)),
         restore=lambda m, y, p, labels, seed, o: m.restore(y, "colourise", labels=labels, seed=seed, **o),
-        offered=_registry_offers("colourise", lambda m: m.info.channels == 3),
+        offered=_offers("colourise", lambda m: m.info.channels == 3),
         show=lambda y: y.expand(-1, 3, -1, -1)),
 }
 
