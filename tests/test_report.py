@@ -14,7 +14,7 @@ from PIL import Image
 import imagegen
 from helpers import run_cli
 from imagegen import registry
-from imagegen.report import KNOWN_FLOORS, _floor_for, fmt
+from imagegen.report import KNOWN_FLOORS, _floor_for, _labels, fmt
 
 
 def _train(family, out):
@@ -195,3 +195,17 @@ def test_quality_against_sampling_steps_for_diffusion_runs():
     assert _image(plots[0]["src"]).size[0] > 300
     assert _steps_plots([dict(card, family="gan")], {"diff": entries}) == []  # diffusion runs only
     assert _steps_plots([card], {"diff": entries[:1]}) == []  # one step count is no curve
+
+
+def test_run_labels_name_the_run_and_tell_apart_two_of_one_name(tmp_path):
+    run = tmp_path / "exp" / "gan-a"
+    (run / "checkpoints").mkdir(parents=True)
+    ckpt = run / "checkpoints" / "ckpt-00000100.safetensors"
+    ckpt.touch()
+    loose = tmp_path / "kept" / "best.safetensors"  # a checkpoint file outside a run's layout
+    loose.parent.mkdir()
+    loose.touch()
+    other = tmp_path / "other" / "gan-a"
+    other.mkdir(parents=True)
+    assert _labels([run, ckpt, loose]) == ["gan-a", "gan-a/ckpt-00000100", "kept/best"]
+    assert _labels([run, other]) == ["exp/gan-a", "other/gan-a"]

@@ -180,12 +180,11 @@ def _check_runs(runs) -> list[tuple[Path, Path]]:
 
 
 def _labels(paths: list[Path]) -> list[str]:
-    """Short unique names: the run directory's name, with its parent where two share one."""
-    names = [p.name if p.is_dir() else f"{p.parent.parent.name}/{p.stem}" for p in paths]
-    for i, name in enumerate(names):
-        if names.count(name) > 1:
-            names[i] = "/".join(paths[i].resolve().parts[-2:])
-    return names
+    """Short unique names: the run directory's name (a checkpoint file: its run's, or else its folder's, and its
+    stem), with the parent folder where two share one."""
+    names = [p.name if p.is_dir() else f"{(checkpoint.run_dir_of(p) or p.parent).name}/{p.stem}" for p in paths]
+    shared = {name for name in names if names.count(name) > 1}
+    return ["/".join(p.resolve().parts[-2:]) if name in shared else name for p, name in zip(paths, names)]
 
 
 def build(runs, *, metrics=None, n=None, ref="test", features="inception", results=(), floors=(), seed=0,
