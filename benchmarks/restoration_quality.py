@@ -201,7 +201,7 @@ def main() -> None:
                   "real_acc": real_acc, "s_per_img": round(seconds / n, 4), "consistent": consistent,
                   "options": opts})
             if grid_dir is not None:
-                name = Path(run.rstrip("/")).name
+                name = Path(run.rstrip("/")).name.replace(":", "-")  # zoo:NAME -> a portable file name
                 _grid(grid_dir / f"{name}-{task.replace(':', '_').replace('+', '_')}.png", x, op.pinv(y), restored)
     print()
     print("| data | task | run | family | PSNR | SSIM | class acc (real) | s/img |")
