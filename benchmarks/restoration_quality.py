@@ -23,7 +23,9 @@ images in [0, 1], data range 1, SSIM with an 11-pixel Gaussian window, both aver
 with ``real_acc`` on the originals beside it), ``s_per_img`` (the restore call alone, after a warm-up, batch
 ``--batch``), and ``consistent``: max |A(x) - y| for noiseless tasks (the contract says 0 up to float
 rounding). ``--grid-dir`` writes one PNG per (run, task): originals, measurements (through A+), restorations.
-A family that does not offer a task (PixelCNN: inpainting only) gets a row with the reason instead.
+A family that does not offer a task (PixelCNN: inpainting only; a latent model: inpainting only), or a model that
+cannot take it as given (a class-conditional VAE needs labels; the benchmark gives none), gets a row with the
+reason instead.
 Measurements are drawn once per dataset with ``--seed``: every model and baseline sees the same ones.
 """
 
@@ -191,7 +193,11 @@ def main() -> None:
                 emit({**base, "skipped": f"{why} ({model.family}: {', '.join(model.restore_tasks)})"})
                 continue
             opts = per_run.get(run.rstrip("/"), {})
-            model.restore(y[:2], task_string, mask=mask, seed=args.seed + 1, **opts)  # warm-up
+            try:  # warm-up; a model that cannot take this task without labels says so in its row
+                model.restore(y[:2], task_string, mask=mask, seed=args.seed + 1, **opts)
+            except ImagegenError as e:
+                emit({**base, "skipped": str(e)})
+                continue
             t0 = time.perf_counter()
             restored = torch.cat([model.restore(y[j:j + args.batch], task_string, mask=mask, seed=args.seed + j,
                                                 **opts) for j in range(0, n, args.batch)])

@@ -24,7 +24,9 @@ from imagegen.provenance import commit_label
 def _parse_options(items: list[str]) -> dict[str, dict]:
     out: dict[str, dict] = {}
     for item in items:
-        run, _, kv = item.partition(":")
+        run, sep, kv = item.rpartition(":")  # the last colon: a run may be zoo:NAME
+        if not sep:
+            run, kv = item, ""
         opts = {}
         for pair in filter(None, kv.split(",")):
             k, _, v = pair.partition("=")

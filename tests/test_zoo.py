@@ -170,3 +170,34 @@ def test_sampling_options_for_a_first_stage_are_refused_in_one_line(tmp_path):
     write_sample_defaults(tmp_path / ae, {"temperature": 0.5})
     with pytest.raises(ImagegenError, match="the autoencoder family draws no samples; delete it"):
         imagegen.load(tmp_path / ae, device="cpu")
+
+
+def test_the_restoration_benchmark_scores_zoo_models_and_skips_pixel_tasks_for_a_latent_one(tmp_path, monkeypatch,
+                                                                                             capsys):
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    from helpers import make_mnist
+
+    make_mnist(tmp_path / "data", n_test=4)
+    bench = Path(__file__).resolve().parents[1] / "benchmarks"
+    monkeypatch.syspath_prepend(str(bench))
+    spec = importlib.util.spec_from_file_location("bench_restoration_quality", bench / "restoration_quality.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "rows.json"
+    monkeypatch.setattr(sys, "argv", [
+        "restoration_quality.py", "zoo:gan-mnist", "zoo:diffusion-mnist", "--tasks", "sr2,inpaint:box", "--n", "4",
+        "--batch", "4", "--data-root", str(tmp_path / "data"), "--options", "zoo:gan-mnist:steps=3,restarts=1",
+        "--options", "zoo:diffusion-mnist:steps=3,resample=1",
+        "--grid-dir", str(tmp_path / "grids"), "--out", str(out)])
+    module.main()
+    rows = {(r["run"], r["task"]): r for r in json.loads(out.read_text())}
+    gan = rows[("zoo:gan-mnist", "sr2")]
+    assert gan["options"] == {"steps": 3, "restarts": 1} and gan["consistent"] < 1e-5 and 0 < gan["psnr"] < 100
+    assert "latent model inpaints only" in rows[("zoo:diffusion-mnist", "sr2")]["skipped"]
+    assert rows[("zoo:diffusion-mnist", "inpaint:box")]["consistent"] == 0
+    assert "psnr" in rows[("baseline:bicubic", "sr2")]
+    assert (tmp_path / "grids" / "zoo-gan-mnist-sr2.png").is_file()
+    capsys.readouterr()
