@@ -119,3 +119,13 @@ def test_the_cli_offers_the_prior_choice(cond_run, tmp_path):
     assert out.is_file()
     res = CliRunner().invoke(app, ["sample", "--help"])
     assert "--prior" in res.output
+
+
+def test_an_unconditional_vae_trained_on_one_image_keeps_a_standard_prior(tmp_path):
+    # EM needs two points (found by test_faults' fuzzing: --set data.limit=1 stopped with sklearn's ValueError)
+    run = _train(tmp_path / "one", ["data.limit=1", "train.batch_size=1"], steps=1)
+    net = imagegen.load(run, device="cpu").module
+    assert float(net.prior_fitted) == 1.0 and net.prior_logits[0] == 0 and torch.isinf(net.prior_logits[1:]).all()
+    assert torch.equal(net.prior_mean, torch.zeros_like(net.prior_mean))
+    x = imagegen.load(run, device="cpu").sample(2, seed=0)
+    assert torch.isfinite(x).all()

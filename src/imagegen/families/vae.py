@@ -239,6 +239,9 @@ def after_training(model: VAE, dataset) -> dict:
             sel = mu[y == c]
             if len(sel) >= 2:
                 mean[c], cov[c] = sel.mean(0), torch.cov(sel.T).reshape(dim, dim)
+    elif n < 2:  # EM needs two points; like a class with fewer than two images, one N(0, I) component
+        logits = torch.full((k,), -torch.inf)
+        logits[0] = 0.0
     else:
         from sklearn.mixture import GaussianMixture
 
