@@ -50,6 +50,7 @@ class Config:
     RANGES: ClassVar[dict[str, str]] = {"base_channels": "[1,inf)", "channel_mult": "[1,inf)",
                                         "res_blocks": "[0,inf)", "latent_channels": "[1,inf)",
                                         "levels": "[0,256]"}
+    LENGTHS: ClassVar[dict[str, tuple[int, int | None]]] = {"channel_mult": (1, None)}  # (fewest, most) values
 
 
 TRAIN_DEFAULTS = {"lr": 2e-3, "batch_size": 128, "ema_decay": 0.99}
